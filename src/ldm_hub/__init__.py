@@ -1,0 +1,29 @@
+"""ldm_hub: Latent Diffusion Models (Rombach et al., CVPR 2022) as a Hugging Face-native library.
+
+Example:
+    >>> from ldm_hub import LDMPipeline
+    >>> pipe = LDMPipeline.from_pretrained("path/to/model")  # doctest: +SKIP
+    >>> image = pipe("a red circle and a blue square").images[0]  # doctest: +SKIP
+"""
+
+from ._lazy import lazy_exports
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "LDMPipeline": ".pipelines.ldm_pipeline",
+    "AutoencoderKL": ".models.autoencoder_kl",
+    "VQModel": ".models.autoencoder_vq",
+    "LDMUNet": ".models.unet",
+    "LDMBertModel": ".conditioning.text",
+    "DDPMScheduler": ".schedulers.ddpm",
+    "DDIMScheduler": ".schedulers.ddim",
+    "PLMSScheduler": ".schedulers.plms",
+    "DPMSolverMultistepScheduler": ".schedulers.dpm_solver",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

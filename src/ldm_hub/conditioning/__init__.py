@@ -1,0 +1,7 @@
+"""τ_θ: condition encoders and the y → tensor preparation."""
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {"LDMBertModel": ".text"}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
