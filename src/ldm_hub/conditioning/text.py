@@ -1,4 +1,4 @@
-"""τ_θ for text: LDMBert, the BERT-style transformer the LDM paper trains jointly with ε_θ (paper §3.3, App. E.2.1).
+"""τ_θ for text: LDMBert, the BERT-style transformer trained jointly with ε_θ (paper §3.3, App. E.2.1).
 
 A caption y is tokenised with the bert-base-uncased WordPiece vocabulary and padded to M tokens; τ_θ maps those
 ids to τ_θ(y) ∈ R^{M×d_τ}, the keys/values of the UNet's cross-attention (paper Eq. 3). The network is the
@@ -52,6 +52,8 @@ class LDMBertSelfAttention(nn.Module):
     """Multi-head self-attention softmax(QKᵀ/√d)V on F.scaled_dot_product_attention; q/k/v have no bias.
 
     The inner width ``num_heads * head_dim`` may differ from ``hidden_size`` (LDM: 8 × 64 = 512 inside d = 1280).
+    Same layout and parameter names as :class:`ldm_hub.models.attention.Attention`, plus the additive key mask
+    that padded captions need.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, head_dim: int):
@@ -59,10 +61,10 @@ class LDMBertSelfAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = head_dim
         inner_dim = num_heads * head_dim
-        self.to_q = nn.Linear(hidden_size, inner_dim, bias=False)
-        self.to_k = nn.Linear(hidden_size, inner_dim, bias=False)
-        self.to_v = nn.Linear(hidden_size, inner_dim, bias=False)
-        self.to_out = nn.Linear(inner_dim, hidden_size)
+        self.q_proj = nn.Linear(hidden_size, inner_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, inner_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, inner_dim, bias=False)
+        self.out_proj = nn.Linear(inner_dim, hidden_size)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
@@ -70,12 +72,12 @@ class LDMBertSelfAttention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
         batch, length, _ = hidden_states.shape
-        q = self._split_heads(self.to_q(hidden_states))  # (B, h, M, d_h)
-        k = self._split_heads(self.to_k(hidden_states))  # (B, h, M, d_h)
-        v = self._split_heads(self.to_v(hidden_states))  # (B, h, M, d_h)
+        q = self._split_heads(self.q_proj(hidden_states))  # (B, h, M, d_h)
+        k = self._split_heads(self.k_proj(hidden_states))  # (B, h, M, d_h)
+        v = self._split_heads(self.v_proj(hidden_states))  # (B, h, M, d_h)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (B, h, M, d_h)
         out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)  # (B, M, h·d_h)
-        return self.to_out(out)  # (B, M, d_τ)
+        return self.out_proj(out)  # (B, M, d_τ)
 
 
 class LDMBertLayer(nn.Module):
@@ -179,16 +181,17 @@ class LDMBertModel(ModelMixin, ConfigMixin):
     ) -> LDMBertOutput | tuple[torch.Tensor]:
         """Encode token ids y into τ_θ(y).
 
-        | name                | paper                          | shape          |
-        |---------------------|--------------------------------|----------------|
-        | ``input_ids``       | y (tokenised caption)          | (B, M')        |
-        | ``hidden_states``   | ζ                              | (B, M', d_τ)   |
-        | ``last_hidden_state`` | τ_θ(y) ∈ R^{M×d_τ}           | (B, M', d_τ)   |
-        | ``attention_mask``  | — (1 = attend, 0 = padded key) | (B, M')        |
+        | name                  | paper                          | shape        |
+        |-----------------------|--------------------------------|--------------|
+        | ``input_ids``         | y (tokenised caption)          | (B, M')      |
+        | ``hidden_states``     | ζ                              | (B, M', d_τ) |
+        | ``last_hidden_state`` | τ_θ(y) ∈ R^{M×d_τ}             | (B, M', d_τ) |
+        | ``attention_mask``    | — (1 = attend, 0 = padded key) | (B, M')      |
 
-        Computes ζ ← TokEmb(y) + PosEmb(y); N × [ζ ← ζ + MHSA(LN(ζ)); ζ ← ζ + FF(LN(ζ))]; τ_θ(y) = LN(ζ)
-        (the ζ recursion of paper App. E.2.1), with MHSA = softmax(QKᵀ/√d)·V per head (the attention of Eq. 3, here with Q, K, V
-        all from ζ). τ_θ(y) is then the K, V source of ε_θ's cross-attention, Eq. 3. M' ≤ M positions.
+        Computes the ζ recursion of paper App. E.2.1: ζ ← TokEmb(y) + PosEmb(y); N × [ζ ← ζ + MHSA(LN(ζ));
+        ζ ← ζ + FF(LN(ζ))]; τ_θ(y) = LN(ζ), with MHSA = softmax(QKᵀ/√d)·V per head (the attention of Eq. 3,
+        here with Q, K, V all from ζ). τ_θ(y) is then the K, V source of ε_θ's cross-attention, Eq. 3.
+        M' ≤ M positions.
 
         Args:
             input_ids: (B, M') token ids, M' ≤ ``max_position_embeddings``.
