@@ -14,6 +14,11 @@ import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_threads(request):
+    """Seed every test; one thread for tiny models (2 threads on 2 shared cores thrash), all for slow ones."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    if request.node.get_closest_marker("slow") is None:
+        torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)

