@@ -395,3 +395,41 @@ def test_save_is_atomic(text_repo, tmp_path, monkeypatch):
     after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
     assert before == after
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+# ---------------------------------------------------------------- the published full-size configurations
+@pytest.mark.slow
+@pytest.mark.ci
+def test_superres_full_size_matches_diffusers(tmp_path):
+    """CompVis/ldm-super-resolution-4x-openimages config (VQ-f4 + 114M UNet), 64² → 256², 3 DDIM steps."""
+    import time
+
+    start = time.perf_counter()
+    theirs = superres_pipeline(full=True)
+    theirs.save_pretrained(tmp_path / "sr")
+    ours = load(tmp_path / "sr")
+    image = low_res_image(64)
+    ref = theirs(image, num_inference_steps=3, generator=seed(), output_type="np").images
+    out = ours(image=image, num_inference_steps=3, generator=seed(), output_type="np").images
+    diff = max_diff(out, ref)
+    print(f"superres full size: max pixel diff {diff:.2e} ({time.perf_counter() - start:.0f} s)")
+    assert out.shape == (1, 256, 256, 3) and diff <= PIXEL_TOL
+
+
+@pytest.mark.slow
+def test_text2im_full_size_matches_diffusers(tmp_path):
+    """CompVis/ldm-text2im-large-256 config (LDMBert 1280x32, 872M UNet, KL-f8), 2 guided DDIM steps."""
+    import gc
+    import time
+
+    start = time.perf_counter()
+    theirs = text2im_pipeline(full=True)
+    theirs.save_pretrained(tmp_path / "t2i")
+    ref = theirs([PROMPT], num_inference_steps=2, guidance_scale=3.0, generator=seed(), output_type="np").images
+    del theirs
+    gc.collect()
+    ours = load(tmp_path / "t2i")
+    out = ours(PROMPT, num_inference_steps=2, guidance_scale=3.0, generator=seed(), output_type="np").images
+    diff = max_diff(out, ref)
+    print(f"text2im full size: max pixel diff {diff:.2e} ({time.perf_counter() - start:.0f} s)")
+    assert out.shape == (1, 256, 256, 3) and diff <= PIXEL_TOL

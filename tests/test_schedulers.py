@@ -486,6 +486,7 @@ PUBLISHED = [  # (id, class, config, steps, step kwargs, latent shape)
 
 
 @pytest.mark.slow
+@pytest.mark.ci  # a few seconds in all: the published schedules at their real step counts
 @pytest.mark.parametrize("case", PUBLISHED, ids=[c[0] for c in PUBLISHED])
 def test_published_configs_full_loops(case):
     name, cls, config, steps, step_kwargs, shape = case

@@ -219,9 +219,11 @@ def test_save_load_round_trip(tmp_path):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if not k.startswith("_")}
 
     assert plain(again.config) == plain(ours.config)
+    a, b = ours.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # weights bit-identical
     sample, _ = _inputs(theirs, (8, 8))
-    with torch.no_grad():
-        torch.testing.assert_close(again(sample, 10).sample, ours(sample, 10).sample, rtol=0, atol=0)
+    with torch.no_grad():  # outputs: same weights, but kernels may pick other paths for mmap'd tensors
+        torch.testing.assert_close(again(sample, 10).sample, ours(sample, 10).sample, rtol=1e-5, atol=1e-6)
 
 
 def test_docstring_examples_run():
@@ -346,7 +348,8 @@ def test_state_dict_errors_name_the_key():
     "cls, kwargs, size, params",
     [
         (UNet2DConditionModel, repos.TEXT2IM_UNET, (32, 32), 872_300_484),  # CompVis/ldm-text2im-large-256
-        (UNet2DModel, repos.SR_UNET, (64, 64), 113_622_563),  # CompVis/ldm-super-resolution-4x-openimages
+        pytest.param(UNet2DModel, repos.SR_UNET, (64, 64), 113_622_563,  # CompVis/ldm-super-resolution-4x-openimages
+                     marks=pytest.mark.ci),
     ],
     ids=["text2im-large-256", "super-resolution-4x"],
 )
