@@ -433,3 +433,47 @@ def test_text2im_full_size_matches_diffusers(tmp_path):
     diff = max_diff(out, ref)
     print(f"text2im full size: max pixel diff {diff:.2e} ({time.perf_counter() - start:.0f} s)")
     assert out.shape == (1, 256, 256, 3) and diff <= PIXEL_TOL
+
+
+# ---------------------------------------------------------------- speed hygiene
+def test_sampling_loop_has_no_host_syncs(text_repo, monkeypatch):
+    """Inside the denoising loop (UNet, guidance, scheduler step) no tensor is read back to Python.
+
+    On a GPU every such read is a device sync; here each one raises, for every step, with every scheduler.
+    The one exception is the schedulers' order check of a *host* timestep (``_begin_step``), which they skip
+    when the timestep lives on a device.
+    """
+    import sys
+
+    pipe = load(text_repo[0])
+    embeds, negative = pipe.encode_prompt([PROMPT]), pipe.encode_prompt([""])
+    calls = {"unet": 0, "step": 0}
+    originals = {name: getattr(torch.Tensor, name)
+                 for name in ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")}
+
+    def forbid(name):
+        def raiser(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_name
+            if caller == "_begin_step" and self.device.type == "cpu":
+                return originals[name](self, *args, **kwargs)
+            raise AssertionError(f"host sync: Tensor.{name} called inside the sampling loop (from {caller})")
+
+        return raiser
+
+    def guarded(fn, key):
+        def wrapper(*args, **kwargs):
+            calls[key] += 1
+            with monkeypatch.context() as m:
+                for name in originals:
+                    m.setattr(torch.Tensor, name, forbid(name))
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(pipe.unet, "forward", guarded(pipe.unet.forward, "unet"))
+    for scheduler in ("DDIMScheduler", "PLMSScheduler", "DPMSolverMultistepScheduler", "DDPMScheduler"):
+        pipe.scheduler = getattr(ldm_hub, scheduler).from_config(pipe.scheduler.config)
+        monkeypatch.setattr(pipe.scheduler, "step", guarded(pipe.scheduler.step, "step"))
+        pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, guidance_scale=3.0, num_inference_steps=4,
+             eta=1.0, generator=seed(), output_type="latent")
+    assert calls["unet"] >= 16 and calls["step"] >= 16

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import torch
 
-from ..loading import ModelFileError, find_weights_file, load_model_weights, load_state_dict_file, read_json
+from ..loading import (
+    ModelFileError,
+    find_weights_file,
+    load_model_weights,
+    load_state_dict_file,
+    read_json,
+)
 
 # diffusers' pipelines name the components differently; ldm_hub's LDMPipeline has one set of names.
 COMPONENT_RENAMES = {"vqvae": "vae", "bert": "cond_encoder", "text_encoder": "cond_encoder"}
@@ -140,8 +146,9 @@ def load_component(
     elif class_name in FOREIGN_MODELS and library in ("diffusers", "latent_diffusion"):
         component = load_foreign_model(folder, class_name, variant=variant)
     elif library == "diffusers" and class_name.endswith("Scheduler"):
-        import ldm_hub
         import diffusers
+
+        import ldm_hub
 
         ours = FOREIGN_SCHEDULERS.get(class_name)
         cls = getattr(ldm_hub, ours) if ours else getattr(diffusers, class_name)

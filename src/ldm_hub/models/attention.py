@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import Conv2d
+
 # CompVis FeedForward / diffusers FeedForward: the GEGLU hidden width is this multiple of the model width.
 FEED_FORWARD_MULT = 4
 
@@ -139,9 +141,9 @@ class SpatialTransformer(nn.Module):
         super().__init__()
         inner_dim = heads * head_dim
         self.norm = nn.GroupNorm(norm_groups, channels, eps=norm_eps)
-        self.proj_in = nn.Conv2d(channels, inner_dim, kernel_size=1)
+        self.proj_in = Conv2d(channels, inner_dim, kernel_size=1)
         self.blocks = nn.ModuleList(TransformerBlock(inner_dim, heads, head_dim, context_dim) for _ in range(depth))
-        self.proj_out = nn.Conv2d(inner_dim, channels, kernel_size=1)
+        self.proj_out = Conv2d(inner_dim, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         batch, _, height, width = x.shape

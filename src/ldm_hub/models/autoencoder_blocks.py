@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from .layers import Conv2d
+
 # Each level boundary halves (encoder) or doubles (decoder) the spatial size: f = RESAMPLE_FACTOR ** (L - 1).
 RESAMPLE_FACTOR = 2
 # Every spatial convolution in E and D is 3×3 with "same" padding; shortcuts and projections are 1×1.
@@ -56,8 +58,8 @@ def resolve_attention_levels(attention_levels: Sequence[bool] | None, num_levels
     return levels
 
 
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1, padding: int = CONV_KERNEL // 2) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, kernel_size=CONV_KERNEL, stride=stride, padding=padding)
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, padding: int = CONV_KERNEL // 2) -> Conv2d:
+    return Conv2d(in_channels, out_channels, kernel_size=CONV_KERNEL, stride=stride, padding=padding)
 
 
 class ResnetBlock(nn.Module):
@@ -77,7 +79,7 @@ class ResnetBlock(nn.Module):
         self.conv1 = conv3x3(in_channels, out_channels)
         self.norm2 = nn.GroupNorm(norm_num_groups, out_channels, eps=norm_eps)
         self.conv2 = conv3x3(out_channels, out_channels)
-        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)

@@ -10,9 +10,15 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
-from torch import nn
 
-from .autoencoder_blocks import RESAMPLE_FACTOR, Decoder, DecoderOutput, DiagonalGaussianDistribution, Encoder
+from .autoencoder_blocks import (
+    RESAMPLE_FACTOR,
+    Decoder,
+    DecoderOutput,
+    DiagonalGaussianDistribution,
+    Encoder,
+)
+from .layers import Conv2d
 
 
 @dataclass
@@ -74,8 +80,8 @@ class AutoencoderKL(ModelMixin, ConfigMixin):
             mid_block_attention=mid_block_attention,
         )
         self.encoder = Encoder(in_channels, latent_channels, double_z=True, **shared)
-        self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1)
-        self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1)
+        self.quant_conv = Conv2d(2 * latent_channels, 2 * latent_channels, 1)
+        self.post_quant_conv = Conv2d(latent_channels, latent_channels, 1)
         self.decoder = Decoder(latent_channels, out_channels, **shared)
 
     @property

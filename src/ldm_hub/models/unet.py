@@ -26,6 +26,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .attention import SelfAttentionBlock, SpatialTransformer
+from .layers import Conv2d
 
 # Width of the time embedding relative to block_out_channels[0] when time_embed_dim is None (CompVis, diffusers).
 TIME_EMBED_MULT = 4
@@ -124,12 +125,12 @@ class ResBlock(nn.Module):
         self.scale_shift = time_scale_shift == "scale_shift"
         self.resample = resample
         self.in_norm = nn.GroupNorm(norm_groups, in_channels, eps=norm_eps)
-        self.in_conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.in_conv = Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, 2 * out_channels if self.scale_shift else out_channels)
         self.out_norm = nn.GroupNorm(norm_groups, out_channels, eps=norm_eps)
         self.dropout = nn.Dropout(dropout)
-        self.out_conv = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
-        self.skip = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+        self.out_conv = Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.skip = Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
 
     def _resample(self, x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
         if self.resample == "down":
@@ -171,7 +172,7 @@ class Downsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=RESAMPLE_FACTOR, padding=1)
+        self.conv = Conv2d(channels, channels, kernel_size=3, stride=RESAMPLE_FACTOR, padding=1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, size=None) -> torch.Tensor:
         return self.conv(x)  # (B, C, H/2, W/2)
@@ -187,7 +188,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.conv = Conv2d(channels, channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, size=None) -> torch.Tensor:
         return self.conv(_upsample_nearest(x, size))  # (B, C, 2H, 2W)
@@ -394,7 +395,7 @@ class LDMUNet(ModelMixin, ConfigMixin):
             return Downsample(channels) if direction == "down" else Upsample(channels)
 
         ch = block_out_channels[0]
-        self.conv_in = nn.Conv2d(in_channels, ch, kernel_size=3, padding=1)
+        self.conv_in = Conv2d(in_channels, ch, kernel_size=3, padding=1)
         self.time_embed = TimestepEmbedding(ch, emb_dim, flip_sin_to_cos, freq_shift)
         self.class_embed = nn.Embedding(num_class_embeds, emb_dim) if num_class_embeds is not None else None
 
@@ -434,7 +435,7 @@ class LDMUNet(ModelMixin, ConfigMixin):
         self.up_levels = nn.ModuleList(up_levels)
 
         self.norm_out = nn.GroupNorm(norm_num_groups, ch, eps=norm_eps)
-        self.conv_out = nn.Conv2d(ch, out_channels, kernel_size=3, padding=1)
+        self.conv_out = Conv2d(ch, out_channels, kernel_size=3, padding=1)
 
     def _check_inputs(
         self, sample: torch.Tensor, encoder_hidden_states: torch.Tensor | None, class_labels: torch.Tensor | None

@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin
-from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
+from diffusers.schedulers.scheduling_utils import (
+    KarrasDiffusionSchedulers,
+    SchedulerMixin,
+)
 from diffusers.utils import BaseOutput
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")

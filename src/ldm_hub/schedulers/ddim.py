@@ -7,11 +7,17 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers.configuration_utils import register_to_config
+
 # diffusers' pipeline loader saves a component as [module, class] and looks "SchedulerMixin" up in that module
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401
 from diffusers.utils.torch_utils import randn_tensor
 
-from .common import DiscreteScheduler, SchedulerOutput, convert_prediction, spaced_timesteps
+from .common import (
+    DiscreteScheduler,
+    SchedulerOutput,
+    convert_prediction,
+    spaced_timesteps,
+)
 
 # The CompVis ``DDIMSampler`` (ldm/models/diffusion/ddim.py) expressed as config: its timesteps are
 # range(0, T, T // S) + 1 and its last step lands on ᾱ_0 rather than 1, and it never clips x̂_0.

@@ -5,11 +5,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 from diffusers.configuration_utils import register_to_config
+
 # diffusers' pipeline loader saves a component as [module, class] and looks "SchedulerMixin" up in that module
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401
 from diffusers.utils.torch_utils import randn_tensor
 
-from .common import DiscreteScheduler, SchedulerOutput, check_choice, convert_prediction, spaced_timesteps
+from .common import (
+    DiscreteScheduler,
+    SchedulerOutput,
+    check_choice,
+    convert_prediction,
+    spaced_timesteps,
+)
 
 # None (what a DPM-Solver config carries when switched to DDPM) means "fixed_small", as in diffusers.
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range", None)

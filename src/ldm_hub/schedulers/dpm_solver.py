@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+
 import numpy as np
 import torch
 from diffusers.configuration_utils import register_to_config
+
 # diffusers' pipeline loader saves a component as [module, class] and looks "SchedulerMixin" up in that module
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 from diffusers.configuration_utils import register_to_config
+
 # diffusers' pipeline loader saves a component as [module, class] and looks "SchedulerMixin" up in that module
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401
 
-from .common import DiscreteScheduler, SchedulerOutput, convert_prediction, spaced_timesteps
+from .common import (
+    DiscreteScheduler,
+    SchedulerOutput,
+    convert_prediction,
+    spaced_timesteps,
+)
 
 # Adams–Bashforth weights on ε_t, ε_{t+δ}, ε_{t+2δ}, ε_{t+3δ} for 2, 3 and 4 stored predictions (PNDM eq. 12
 # and its lower-order warm-up); the sum of each row is its denominator.

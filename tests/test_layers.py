@@ -1,0 +1,49 @@
+"""The packed-weight CPU convolution: same numbers as torch's, really used, never stale."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ldm_hub.models import layers
+from ldm_hub.models.layers import Conv2d
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=1),
+                                    dict(kernel_size=3, stride=2, padding=0), dict(kernel_size=3, padding=1, bias=False)])
+def test_packed_conv_matches_torch_and_is_used(kwargs):
+    conv = Conv2d(16, 24, **kwargs).eval()
+    x = torch.randn(2, 16, 9, 9)
+    ref = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
+    with torch.no_grad():
+        out = conv(x)
+    assert "_packed" in conv.__dict__  # the packed path ran
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_cache_follows_weight_changes_and_moves():
+    conv = Conv2d(8, 8, kernel_size=3, padding=1).eval()
+    x = torch.randn(1, 8, 6, 6)
+    with torch.no_grad():
+        conv(x)
+        conv.weight.mul_(2)  # in-place update (load_state_dict, an optimizer step)
+        out = conv(x)
+    torch.testing.assert_close(out, F.conv2d(x, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-5)
+    conv.to(torch.float64)
+    assert "_packed" not in conv.__dict__
+    with torch.no_grad():  # fp64 takes torch's own path
+        torch.testing.assert_close(conv(x.double()), F.conv2d(x.double(), conv.weight, conv.bias, padding=1))
+
+
+def test_training_and_switch_off_use_torch_path():
+    conv = Conv2d(4, 4, kernel_size=3, padding=1)
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    conv(x).sum().backward()  # autograd: the plain path, gradients flow
+    assert "_packed" not in conv.__dict__ and x.grad is not None and conv.weight.grad is not None
+    layers.set_cpu_prepacking(False)
+    try:
+        with torch.no_grad():
+            conv(x)
+        assert "_packed" not in conv.__dict__
+    finally:
+        layers.set_cpu_prepacking(True)
