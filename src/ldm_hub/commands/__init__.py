@@ -1,0 +1,1 @@
+"""Subcommands of ``ldm-hub``: one module each, discovered by :mod:`ldm_hub.cli`."""
