@@ -1,0 +1,22 @@
+"""The speed benchmark runs and checks parity before timing (no time is asserted: these machines are noisy)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_vs_diffusers_runs(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, ROOT / "benchmarks" / "bench_vs_diffusers.py", "--config", "tiny", "--rounds", "2",
+         "--warmup", "1", "--threads", "1", "--json", out],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["parity_max_abs_diff"] < 1e-4
+    assert result["ratio_median"] > 0 and result["ms_diffusers_median"] > 0
+    assert "ratio ldm_hub/diffusers median" in proc.stdout
