@@ -10,6 +10,7 @@ weight changes or moves. Set ``LDM_HUB_CPU_PREPACK=0`` to turn it off.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -23,6 +24,7 @@ def set_cpu_prepacking(enabled: bool) -> None:
     _PREPACK["enabled"] = bool(enabled)
 
 
+@functools.cache
 def _prepack_available() -> bool:
     return (
         torch.backends.mkldnn.is_available()
