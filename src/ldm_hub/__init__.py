@@ -16,13 +16,19 @@ _EXPORTS = {
     "VQModel": ".models.autoencoder_vq",
     "LDMUNet": ".models.unet",
     "LDMBertModel": ".conditioning.text",
+    "LayoutTokenizer": ".conditioning.layout",
+    "ClassEmbedder": ".conditioning.class_label",
+    "SemanticMapEncoder": ".conditioning.semantic_map",
     "DDPMScheduler": ".schedulers.ddpm",
     "DDIMScheduler": ".schedulers.ddim",
     "PLMSScheduler": ".schedulers.plms",
     "DPMSolverMultistepScheduler": ".schedulers.dpm_solver",
 }
 __all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+# diffusers' pipeline loader looks its loadable base classes up in a component's library (getattr(ldm_hub,
+# "ModelMixin")) to check components passed to DiffusionPipeline.from_pretrained: serve them, not as public API.
+_LOADER_BASES = {"ModelMixin": "diffusers", "SchedulerMixin": "diffusers"}
+__getattr__ = lazy_exports(__name__, {**_EXPORTS, **_LOADER_BASES})
 
 
 def __dir__():

@@ -1,7 +1,13 @@
-"""``ldm-hub generate``: sample images from a model folder or Hub repo."""
+"""``ldm-hub generate``: sample images from a model folder or Hub repo, in any conditioning mode.
+
+The condition flags follow the model's mode (``LDMPipeline.conditioning``): ``--prompt`` (text), ``--layout``
+(layout-to-image), ``--class-label`` (class-conditional), ``--segmentation`` (semantic synthesis),
+``--image`` (super-resolution) or ``--image`` + ``--mask`` (inpainting); none for an unconditional model.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 SCHEDULERS = {
@@ -20,7 +26,18 @@ def add_parser(sub) -> None:
     gen.add_argument("--model", required=True, help="model folder or Hub repo id")
     gen.add_argument("--prompt", help="text prompt (text-to-image models)")
     gen.add_argument("--negative-prompt", help="text used instead of '' for classifier-free guidance")
-    gen.add_argument("--image", help="low-resolution input image (super-resolution models)")
+    gen.add_argument("--image", help="low-resolution input image (super-resolution models), or the image to "
+                     "inpaint (with --mask)")
+    gen.add_argument("--mask", help="inpainting mask PNG, the size of --image: white = area to fill")
+    gen.add_argument("--layout", help="layout-to-image: a JSON file or inline JSON, "
+                     '[{"label": "red circle" or a category id, "box": [x0, y0, x1, y1]}, ...] with corners in '
+                     "[0, 1] and the origin top left (or a list of such layouts, one per image)")
+    gen.add_argument("--class-label", action="append", metavar="ID[,ID...]",
+                     help="class-conditional models: class id(s); repeat the flag or give a comma list")
+    gen.add_argument("--segmentation", help="semantic synthesis: an index PNG (mode L or P, one class id per pixel)")
+    gen.add_argument("--tile-size", type=int, help="sample super-resolution / semantic outputs in overlapping tiles "
+                     "of this many pixels (bounded memory for large images)")
+    gen.add_argument("--tile-overlap", type=int, help="overlap of the tiles in pixels (default a quarter tile)")
     gen.add_argument("--steps", type=int, default=50, help="number of sampling steps (default 50)")
     gen.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     gen.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
@@ -44,8 +61,55 @@ def _output_paths(output: str, count: int) -> list[Path]:
     return [path / f"image-{i:03d}.png" for i in range(count)]
 
 
-def run(args) -> int:
+def _read_image(path: str, flag: str):
     import PIL.Image
+
+    try:
+        image = PIL.Image.open(path)
+        image.load()
+    except (OSError, PIL.UnidentifiedImageError) as e:
+        raise ValueError(f"cannot read {flag} {path}: {e}") from None
+    return image
+
+
+def parse_layout(value: str):
+    """``--layout``: inline JSON (starts with ``[`` or ``{``) or the path of a JSON file → a layout or layouts."""
+    text = value.strip()
+    source = "--layout"
+    if not text.startswith(("[", "{")):
+        path = Path(value)
+        if not path.is_file():
+            raise ValueError(f"--layout {value!r} is neither inline JSON nor an existing JSON file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read --layout {value}: {e}") from None
+        source = f"--layout {value}"
+    try:
+        layout = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{source} is not valid JSON: {e}") from None
+    if isinstance(layout, dict):  # one object alone
+        layout = [layout]
+    if not isinstance(layout, list):
+        raise ValueError(f"{source} must be a JSON list of objects {{\"label\": ..., \"box\": [x0, y0, x1, y1]}}")
+    return layout
+
+
+def parse_class_labels(values: list[str]) -> list[int]:
+    """``--class-label 3 --class-label 7,9`` → [3, 7, 9]."""
+    labels = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            try:
+                labels.append(int(part))
+            except ValueError:
+                raise ValueError(f"--class-label {part!r} is not an integer class id") from None
+    return labels
+
+
+def run(args) -> int:
     import torch
 
     import ldm_hub
@@ -55,18 +119,28 @@ def run(args) -> int:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
+    if args.mask and not args.image:
+        raise ValueError("--mask needs --image (the image to inpaint)")
+    kwargs = {}
+    if args.image:
+        kwargs["image"] = _read_image(args.image, "--image")
+    if args.mask:
+        kwargs["mask_image"] = _read_image(args.mask, "--mask")
+    if args.layout is not None:
+        kwargs["layout"] = parse_layout(args.layout)
+    if args.class_label:
+        kwargs["class_labels"] = parse_class_labels(args.class_label)
+    if args.segmentation:
+        kwargs["segmentation"] = _read_image(args.segmentation, "--segmentation")
+    if args.tile_size is not None:
+        kwargs["tile_size"] = args.tile_size
+    if args.tile_overlap is not None:
+        kwargs["tile_overlap"] = args.tile_overlap
     pipe = LDMPipeline.from_pretrained(args.model)
     if args.scheduler:
         cls = getattr(ldm_hub, SCHEDULERS[args.scheduler])
         pipe.scheduler = cls.from_config(pipe.scheduler.config)
     pipe.to(args.device, getattr(torch, DTYPES[args.dtype]))
-    kwargs = {}
-    if args.image:
-        try:
-            kwargs["image"] = PIL.Image.open(args.image)
-            kwargs["image"].load()
-        except (OSError, PIL.UnidentifiedImageError) as e:
-            raise ValueError(f"cannot read --image {args.image}: {e}") from None
     if args.prompt is not None:
         kwargs["prompt"] = args.prompt
     if args.negative_prompt is not None:

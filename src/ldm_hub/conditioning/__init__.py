@@ -2,6 +2,11 @@
 
 from .._lazy import lazy_exports
 
-_EXPORTS = {"LDMBertModel": ".text"}
+_EXPORTS = {
+    "LDMBertModel": ".text",
+    "LayoutTokenizer": ".layout",
+    "ClassEmbedder": ".class_label",
+    "SemanticMapEncoder": ".semantic_map",
+}
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -138,10 +138,12 @@ def load_component(
         cls = getattr(ldm_hub, class_name, None)
         if cls is None:
             raise ModelFileError(f"{folder}: model_index.json names unknown ldm_hub class {class_name!r}")
-        from diffusers import SchedulerMixin
+        from diffusers import ModelMixin, SchedulerMixin
 
         if issubclass(cls, SchedulerMixin):
             return load_scheduler(folder, cls)
+        if not issubclass(cls, ModelMixin):  # a config-only component (LayoutTokenizer): its own from_pretrained
+            return load_config_component(folder, cls)
         component = load_model_folder(folder, cls, variant=variant)
     elif class_name in FOREIGN_MODELS and library in ("diffusers", "latent_diffusion"):
         component = load_foreign_model(folder, class_name, variant=variant)
@@ -188,3 +190,12 @@ def load_scheduler(folder: Path, cls: type):
         return cls.from_config(config)
     except (TypeError, ValueError) as e:
         raise ModelFileError(f"{folder / 'scheduler_config.json'} is not a valid {cls.__name__} config: {e}") from None
+
+
+def load_config_component(folder: Path, cls: type):
+    """A weightless ldm_hub component (a ConfigMixin such as LayoutTokenizer) from its own config file."""
+    read_json(folder / cls.config_name)  # a missing or corrupt file is named
+    try:
+        return cls.from_pretrained(folder)
+    except (OSError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{folder / cls.config_name} is not a valid {cls.__name__} config: {e}") from None

