@@ -47,3 +47,18 @@ def test_training_and_switch_off_use_torch_path():
         assert "_packed" not in conv.__dict__
     finally:
         layers.set_cpu_prepacking(True)
+
+
+def test_copy_and_pickle_after_inference():
+    import copy
+    import pickle
+
+    conv = Conv2d(4, 4, kernel_size=3, padding=1).eval()
+    x = torch.randn(1, 4, 5, 5)
+    with torch.no_grad():
+        ref = conv(x)
+    assert "_packed" in conv.__dict__
+    for clone in (copy.deepcopy(conv), pickle.loads(pickle.dumps(conv))):
+        assert "_packed" not in clone.__dict__
+        with torch.no_grad():
+            torch.testing.assert_close(clone(x), ref)

@@ -81,6 +81,11 @@ class Conv2d(nn.Conv2d):
                 return out.contiguous()
         return super().forward(x)
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_packed", None)  # an opaque oneDNN tensor: never copied or pickled, rebuilt on demand
+        return state
+
     def _apply(self, fn, *args, **kwargs):
         self.__dict__.pop("_packed", None)  # .to() / .half() / .cuda(): the packed copy is stale
         return super()._apply(fn, *args, **kwargs)
