@@ -1,0 +1,363 @@
+"""The Hugging Face Hub side of ldm_hub: what a pushed pipeline repo holds besides its weights.
+
+A pipeline folder or repo written by :meth:`LDMPipeline.save_pretrained` / ``push_to_hub`` is a diffusers
+pipeline layout (``model_index.json`` + one folder per component) plus three things, so that it loads with
+ldm_hub **and** with plain diffusers (ldm_hub installed) as the same ``ldm_hub.LDMPipeline``, never as diffusers'
+own unconditional ``LDMPipeline`` whose name ours shares:
+
+==========================  ======================================================================================
+file                        why
+==========================  ======================================================================================
+``pipeline.py``             diffusers' custom-pipeline entry file (:data:`PIPELINE_SOURCE`): exactly one pipeline
+                            class, ``ldm_hub.LDMPipeline`` re-exported. ``DiffusionPipeline.from_pretrained(repo,
+                            trust_remote_code=True)`` or ``custom_pipeline=repo`` load it. The same text is the
+                            top-level ``pipelines/ldm_hub_pipeline/pipeline.py`` of the source tree; it ships inside
+                            the package as this string, so a wheel install uploads it too.
+``model_index.json``        ``"_class_name": ["pipeline", "LDMPipeline"]`` (diffusers then looks the class up in
+                            ``pipeline.py`` instead of in diffusers); components ``["ldm_hub", "ClassName"]``.
+``<component>/ldm_hub.py``  diffusers' custom-component convention: ``["ldm_hub", "LDMUNet"]`` for a Hub repo means
+                            "class ``LDMUNet`` from ``unet/ldm_hub.py``" (diffusers 0.42 refuses any other library
+                            name at download). The file only re-exports the installed ldm_hub's classes
+                            (:data:`COMPONENT_SOURCE`).
+``README.md``               the model card (:func:`model_card`), written on every push.
+==========================  ======================================================================================
+
+Extra facts travel in ``model_index.json`` under keys diffusers ignores (leading ``_``): ``_base_model`` (the Hub
+repo a pipeline was converted from) and ``_training_info`` (a dict the trainer attaches as
+``pipe.training_info``, e.g. ``{"dataset": "user/shapes", "steps": 20000, "batch_size": 64}``); both reach the
+model card.
+
+Example:
+    >>> from ldm_hub.presets import build_pipeline
+    >>> from ldm_hub.hub import model_card
+    >>> pipe = build_pipeline("unconditional-tiny")
+    >>> card = model_card(pipe, "me/tiny-uncond")
+    >>> card.data.pipeline_tag, card.data.library_name
+    ('unconditional-image-generation', 'ldm_hub')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo, ModelCard
+
+    from .pipelines.ldm_pipeline import LDMPipeline
+
+PIPELINE_FILE_NAME = "pipeline.py"  # diffusers' CUSTOM_PIPELINE_FILE_NAME
+PIPELINE_MODULE = PIPELINE_FILE_NAME.removesuffix(".py")
+PIPELINE_CLASS_NAME = "LDMPipeline"
+COMPONENT_FILE_NAME = "ldm_hub.py"  # diffusers resolves ["ldm_hub", X] in a Hub repo to <component>/ldm_hub.py
+LIBRARY_NAME = "ldm_hub"
+INFO_KEYS = {"base_model": "_base_model", "training_info": "_training_info"}  # pipe attribute -> model_index key
+
+PIPELINE_SOURCE = '''\
+"""ldm_hub's LDMPipeline as a diffusers custom pipeline: Latent Diffusion Models (Rombach et al., CVPR 2022).
+
+With plain diffusers and ldm_hub installed (`pip install ldm_hub`), a repo pushed by ldm_hub loads as
+ldm_hub.LDMPipeline, never as diffusers' own unconditional LDMPipeline whose name it shares:
+
+    from diffusers import DiffusionPipeline
+    pipe = DiffusionPipeline.from_pretrained("user/repo", trust_remote_code=True)
+    pipe = DiffusionPipeline.from_pretrained("user/repo", custom_pipeline="user/repo", trust_remote_code=True)
+
+The one pipeline class here is ldm_hub.LDMPipeline itself, re-exported rather than copied, so the sampling
+code is the installed ldm_hub's and the images equal `ldm_hub.LDMPipeline.from_pretrained("user/repo")`'s.
+"""
+
+from ldm_hub import LDMPipeline
+
+__all__ = ["LDMPipeline"]
+'''
+
+COMPONENT_SOURCE = '''\
+"""diffusers' custom-component hook for ldm_hub: model_index.json lists this component as ["ldm_hub", "ClassName"],
+which diffusers resolves to this file. Nothing is defined here: the classes are the installed ldm_hub's."""
+
+from ldm_hub import *  # noqa: F401,F403
+'''
+
+# The Hub's task for each conditioning mode (the Hub has no class- or layout-conditional task: a class label
+# takes no text or image input, a layout is a structured description of the objects).
+PIPELINE_TAGS = {
+    "text": "text-to-image",
+    "layout": "text-to-image",
+    "superres": "image-to-image",
+    "semantic": "image-to-image",
+    "inpaint": "image-to-image",
+    "class": "unconditional-image-generation",
+    "unconditional": "unconditional-image-generation",
+}
+
+VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+# ---------------------------------------------------------------------------------------------- saving
+@contextlib.contextmanager
+def cast_for_variant(pipe: LDMPipeline, variant: str | None) -> Iterator[None]:
+    """While saving ``variant="fp16"`` / ``"bf16"``, give every floating tensor of the pipeline's models that dtype.
+
+    The fp32 tensors are set aside, not converted back, so the in-memory pipeline is bit-identical afterwards.
+    Other variant names (e.g. ``"ema"``) save the weights as they are.
+    """
+    dtype = VARIANT_DTYPES.get(variant or "")
+    if dtype is None:
+        yield
+        return
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for component in pipe.components.values():
+                if not isinstance(component, torch.nn.Module):
+                    continue
+                for tensor in [*component.parameters(), *component.buffers()]:
+                    if tensor.is_floating_point() and tensor.dtype != dtype:
+                        saved.append((tensor, tensor.data))
+                        tensor.data = tensor.data.to(dtype)
+        yield
+    finally:
+        for tensor, data in saved:
+            tensor.data = data
+
+
+def clear_tokenizer_call_state(pipe: LDMPipeline) -> None:
+    """Forget the padding / truncation a fast tokenizer keeps from its last call.
+
+    transformers' tokenizers leave the last call's settings in the Rust backend, and ``save_pretrained`` writes
+    them into tokenizer.json (the next call without them clears them again, so they carry no meaning). Clearing
+    them before saving makes saving, and pushing, an unchanged pipeline give the same bytes whatever it sampled
+    in between.
+    """
+    backend = getattr(getattr(pipe, "tokenizer", None), "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "no_padding") and hasattr(backend, "no_truncation"):
+        backend.no_padding()
+        backend.no_truncation()
+
+
+def write_loader_files(pipe: LDMPipeline, folder: str | os.PathLike) -> None:
+    """Make a folder written by ``DiffusionPipeline.save_pretrained`` loadable by plain diffusers too.
+
+    Writes ``pipeline.py``, a ``ldm_hub.py`` into every folder of an ldm_hub component, and rewrites
+    ``model_index.json`` with ``_class_name = ["pipeline", "LDMPipeline"]`` plus ``_base_model`` /
+    ``_training_info`` when the pipeline has them.
+    """
+    folder = Path(folder)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    index["_class_name"] = [PIPELINE_MODULE, PIPELINE_CLASS_NAME]
+    for attribute, key in INFO_KEYS.items():
+        value = getattr(pipe, attribute, None)
+        if value:
+            index[key] = value
+        else:
+            index.pop(key, None)
+    for name, entry in index.items():
+        ours = not name.startswith("_") and isinstance(entry, list) and entry[:1] == [LIBRARY_NAME]
+        if ours and (folder / name).is_dir():
+            (folder / name / COMPONENT_FILE_NAME).write_text(COMPONENT_SOURCE, encoding="utf-8")
+    (folder / PIPELINE_FILE_NAME).write_text(PIPELINE_SOURCE, encoding="utf-8")
+    index_path.write_text(json.dumps(index, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def read_pipeline_info(index: dict) -> dict[str, Any]:
+    """``{"base_model": ..., "training_info": ...}`` stored in a model_index.json by :func:`write_loader_files`."""
+    return {attribute: index[key] for attribute, key in INFO_KEYS.items() if index.get(key)}
+
+
+# ---------------------------------------------------------------------------------------------- model card
+def usage_snippet(pipe: LDMPipeline, repo_id: str) -> str:
+    """A Python snippet that loads ``repo_id`` and samples one image in the pipeline's conditioning mode."""
+    mode = pipe.conditioning
+    latent = pipe.unet.config.sample_size
+    pixels = latent * pipe.vae_scale_factor
+    setup, call = "", "num_inference_steps=50, generator=generator"
+    if mode == "text":
+        call = f'"a red circle and a blue square", guidance_scale=3.0, {call}'
+    elif mode == "superres":
+        setup = (f'low_res = PIL.Image.radial_gradient("L").convert("RGB").resize(({latent}, {latent}))'
+                 "  # any RGB image\n")
+        call = f"image=low_res, {call}"
+    elif mode == "layout":
+        call = f'layout=[{{"label": 0, "box": [0.1, 0.2, 0.5, 0.6]}}], {call}'
+    elif mode == "class":
+        call = f"class_labels=[0], {call}"
+    elif mode == "semantic":
+        setup = f'segmentation = PIL.Image.new("L", ({pixels}, {pixels}), 0)  # an index map of class ids\n'
+        call = f"segmentation=segmentation, {call}"
+    elif mode == "inpaint":
+        setup = (f'image = PIL.Image.radial_gradient("L").convert("RGB").resize(({pixels}, {pixels}))\n'
+                 f'mask = PIL.Image.new("L", ({pixels}, {pixels}), 0)\n'
+                 f"mask.paste(255, ({pixels // 4}, {pixels // 4}, {3 * pixels // 4}, {3 * pixels // 4}))"
+                 "  # white = fill\n")
+        call = f"image=image, mask_image=mask, {call}"
+    imports = "import PIL.Image\n" if "PIL." in setup else ""
+    return (
+        f"{imports}import torch\nfrom ldm_hub import LDMPipeline\n\n"
+        f'pipe = LDMPipeline.from_pretrained("{repo_id}")\n'
+        "generator = torch.Generator().manual_seed(0)\n"
+        f"{setup}image = pipe({call}).images[0]\n"
+        'image.save("sample.png")\n'
+    )
+
+
+def model_card(pipe: LDMPipeline, repo_id: str, *, license: str = "apache-2.0") -> ModelCard:
+    """The repo's README.md as a huggingface_hub ``ModelCard``: metadata, what the model is, how to use it.
+
+    Metadata: ``library_name: ldm_hub``, ``tags`` (diffusers, latent-diffusion, the conditioning mode),
+    ``pipeline_tag`` from :data:`PIPELINE_TAGS`, ``license``, ``base_model`` (``pipe.base_model``, set when the
+    pipeline was converted from a Hub repo) and ``datasets`` (from ``pipe.training_info``).
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    mode = pipe.conditioning
+    training = dict(getattr(pipe, "training_info", None) or {})
+    datasets = training.get("datasets") or training.get("dataset")
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    hub_datasets = [d for d in datasets or [] if isinstance(d, str) and _HUB_ID.fullmatch(d)]
+    base_model = getattr(pipe, "base_model", None)
+    data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        license=license,
+        pipeline_tag=PIPELINE_TAGS.get(mode, "unconditional-image-generation"),
+        tags=["diffusers", "latent-diffusion", mode, LIBRARY_NAME],
+        base_model=base_model,
+        datasets=hub_datasets or None,  # Hub dataset ids only ("shapes:1000" is a local recipe: body only)
+    )
+    name = repo_id.split("/")[-1]
+    parts = [(label, component) for label, component in (
+        ("ε_θ (UNet)", pipe.unet), ("E, D (autoencoder)", pipe.vae),
+        ("τ_θ (condition encoder)", getattr(pipe, "cond_encoder", None)),
+    ) if isinstance(component, torch.nn.Module)]
+    lines = [
+        f"# {name}",
+        "",
+        (f"A latent diffusion model ([Rombach et al., CVPR 2022](https://arxiv.org/abs/2112.10752)) for "
+         f"**{mode}** generation, made with [ldm_hub](https://pypi.org/project/ldm_hub/): an autoencoder "
+         f"({type(pipe.vae).__name__}, f = {pipe.vae_scale_factor}) compresses images to a "
+         f"{pipe.latent_channels}-channel latent space in which a UNet ({type(pipe.unet).__name__}) denoises; "
+         f"sampling uses {type(pipe.scheduler).__name__}."),
+        "",
+        "| component | class | parameters |",
+        "|---|---|---|",
+        *(f"| {label} | {type(c).__name__} | {sum(p.numel() for p in c.parameters()):,} |" for label, c in parts),
+        "",
+    ]
+    if base_model:
+        lines += [f"Converted from [{base_model}](https://huggingface.co/{base_model}).", ""]
+    if training:
+        lines += ["## Training", ""]
+        if datasets:
+            lines.append("- data: " + ", ".join(f"`{d}`" for d in datasets))
+        if "steps" in training:
+            lines.append(f"- steps: {training['steps']}")
+        for key, value in training.items():
+            if key not in ("dataset", "datasets", "steps"):
+                lines.append(f"- {key}: {value}")
+        lines.append("")
+    lines += [
+        "## Usage",
+        "",
+        "```bash",
+        "pip install ldm_hub",
+        "```",
+        "",
+        "```python",
+        usage_snippet(pipe, repo_id).rstrip(),
+        "```",
+        "",
+        "With plain diffusers (ldm_hub installed), the repo's `pipeline.py` gives the same pipeline:",
+        "",
+        "```python",
+        "from diffusers import DiffusionPipeline",
+        "",
+        f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)',
+        "```",
+        "",
+    ]
+    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
+    return ModelCard(content)
+
+
+# ---------------------------------------------------------------------------------------------- pushing
+def push_pipeline(
+    pipe: LDMPipeline,
+    repo_id: str,
+    *,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    variant: str | None = None,
+    safe_serialization: bool = True,
+    license: str = "apache-2.0",
+) -> CommitInfo:
+    """Save ``pipe`` (weights, ``pipeline.py``, loader files, model card) and upload it in one commit.
+
+    The repo is created if needed (``private`` applies then); ``revision`` names a branch (created from
+    ``main`` if missing) or a ``refs/pr/N`` to commit to; ``create_pr=True`` opens a pull request instead.
+    LFS objects the repo already holds are not uploaded again, and unchanged files are left out of the commit.
+    Returns huggingface_hub's ``CommitInfo`` (``.oid`` is the new commit's sha, ``.pr_url`` the PR's).
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(token=token)
+    try:
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if revision is not None and not revision.startswith("refs/pr/"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="ldm_hub-push-") as tmp:
+            pipe.save_pretrained(tmp, safe_serialization=safe_serialization, variant=variant)
+            model_card(pipe, repo_id, license=license).save(os.path.join(tmp, "README.md"))
+            message = commit_message or f"Upload {type(pipe).__name__}" + (f" ({variant})" if variant else "")
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=tmp, commit_message=message, commit_description=commit_description,
+                revision=revision, create_pr=create_pr,
+            )  # fmt: skip
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        reason = (": the Hub refused the token (401, invalid or missing credentials); check HF_TOKEN, the token "
+                  "argument or `hf auth login`") if status == 401 else ""
+        e.append_to_message(f"\nldm_hub: pushing to Hub repo {repo_id!r} failed{reason}")
+        raise
+
+
+def describe_hub_error(error: Exception, repo_id: str, revision: str | None) -> str:
+    """A one-line explanation of a failed Hub download naming the repo and what was missing or refused."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    at = f" at revision {revision!r}" if revision else ""
+    if isinstance(error, RevisionNotFoundError):
+        return f"revision {revision or 'main'!r} not found in Hub repo {repo_id!r} (no such branch, tag or commit)"
+    if isinstance(error, RepositoryNotFoundError):
+        return (f"Hub repo {repo_id!r} not found (it does not exist, or it is private and your token "
+                "cannot see it)")
+    if isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError):
+        return f"file missing from Hub repo {repo_id!r}{at}: {error}"
+    if isinstance(error, LocalEntryNotFoundError):
+        return (f"Hub repo {repo_id!r}{at} is not in the local cache and downloading is switched off "
+                "(HF_HUB_OFFLINE=1 or local_files_only=True), or the Hub could not be reached")
+    if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code == 401:
+        return (f"the Hub refused the token for {repo_id!r} (401 Unauthorized: invalid credentials); "
+                "check HF_TOKEN or `hf auth login`")
+    return f"could not fetch Hub repo {repo_id!r}{at}: {type(error).__name__}: {error}"
