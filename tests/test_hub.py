@@ -583,7 +583,7 @@ def test_offline_with_a_warm_cache_makes_no_request(hub, text_pipe, text_repo, t
 
 # ---------------------------------------------------------------------------------------------- components
 def test_every_component_pushes_and_loads(hub, text_pipe, tmp_path):
-    """Each model (diffusers' ModelMixin.push_to_hub, inherited), the scheduler and the tokenizer on its own."""
+    """Each model, the scheduler and the tokenizers on their own, through ldm_hub's push_to_hub (HubMixin)."""
     from transformers import BertTokenizer
 
     sr = tiny("superres-tiny", seed=5)
@@ -595,12 +595,24 @@ def test_every_component_pushes_and_loads(hub, text_pipe, tmp_path):
         assert type(back) is type(model)
         a, b = model.state_dict(), back.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    # an fp16 variant of a model: diffusers' convention is to cast first
-    half = tiny("text2im-tiny").unet.half()
-    half.push_to_hub(f"{USER}/component-unet", variant="fp16", create_pr=True)
-    back = ldm_hub.LDMUNet.from_pretrained(f"{USER}/component-unet", revision="refs/pr/1", variant="fp16",
+    # ldm_hub's own push: its model card, a branch revision, and an fp16 variant cast on the way out
+    unet = text_pipe.unet
+    unet.push_to_hub(f"{USER}/component-unet", variant="fp16", revision="half")
+    assert unet.dtype == torch.float32  # the in-memory model is untouched
+    back = ldm_hub.LDMUNet.from_pretrained(f"{USER}/component-unet", revision="half", variant="fp16",
                                            torch_dtype=torch.float16, cache_dir=tmp_path)
-    assert all(torch.equal(v, back.state_dict()[k]) for k, v in half.state_dict().items())
+    assert all(torch.equal(v.half(), back.state_dict()[k]) for k, v in unet.state_dict().items())
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(f"{USER}/component-unet")
+    assert card.data.library_name == "ldm_hub" and "LDMUNet" in card.data.tags
+    assert 'LDMUNet.from_pretrained("' in card.text
+    changed = copy.deepcopy(unet)  # (an unchanged upload is no commit, so no PR: change the weights)
+    with torch.no_grad():
+        changed.conv_out.bias.add_(1.0)
+    changed.push_to_hub(f"{USER}/component-unet", create_pr=True)
+    pr = ldm_hub.LDMUNet.from_pretrained(f"{USER}/component-unet", revision="refs/pr/1", cache_dir=tmp_path)
+    assert all(torch.equal(v, pr.state_dict()[k]) for k, v in changed.state_dict().items())
 
     text_pipe.scheduler.push_to_hub(f"{USER}/component-scheduler")
     scheduler = ldm_hub.DDIMScheduler.from_pretrained(f"{USER}/component-scheduler", cache_dir=tmp_path)
@@ -608,6 +620,11 @@ def test_every_component_pushes_and_loads(hub, text_pipe, tmp_path):
     text_pipe.tokenizer.push_to_hub(f"{USER}/component-tokenizer")
     tokenizer = BertTokenizer.from_pretrained(f"{USER}/component-tokenizer", cache_dir=tmp_path)
     assert tokenizer.get_vocab() == text_pipe.tokenizer.get_vocab()
+    layout = ldm_hub.LayoutTokenizer(categories=["red circle", "blue square"])
+    layout.push_to_hub(f"{USER}/component-layout-tokenizer", commit_message="layout vocabulary")
+    back_layout = ldm_hub.LayoutTokenizer.from_pretrained(f"{USER}/component-layout-tokenizer", cache_dir=tmp_path)
+    assert back_layout.categories == layout.categories
+    assert ModelCard.load(f"{USER}/component-scheduler").data.library_name == "ldm_hub"
     # component-level errors come from diffusers and name the repo and file
     with pytest.raises(OSError, match=rf"{USER}/component-scheduler.*(diffusion_pytorch_model|config.json)"):
         ldm_hub.LDMUNet.from_pretrained(f"{USER}/component-scheduler", cache_dir=tmp_path)

@@ -105,8 +105,9 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 # ---------------------------------------------------------------------------------------------- saving
 @contextlib.contextmanager
-def cast_for_variant(pipe: LDMPipeline, variant: str | None) -> Iterator[None]:
-    """While saving ``variant="fp16"`` / ``"bf16"``, give every floating tensor of the pipeline's models that dtype.
+def cast_for_variant(pipe: LDMPipeline | torch.nn.Module, variant: str | None) -> Iterator[None]:
+    """While saving ``variant="fp16"`` / ``"bf16"``, give every floating tensor of the pipeline's models (or of one
+    model) that dtype.
 
     The fp32 tensors are set aside, not converted back, so the in-memory pipeline is bit-identical afterwards.
     Other variant names (e.g. ``"ema"``) save the weights as they are.
@@ -118,7 +119,8 @@ def cast_for_variant(pipe: LDMPipeline, variant: str | None) -> Iterator[None]:
     saved: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         with torch.no_grad():
-            for component in pipe.components.values():
+            components = [pipe] if isinstance(pipe, torch.nn.Module) else pipe.components.values()
+            for component in components:
                 if not isinstance(component, torch.nn.Module):
                     continue
                 for tensor in [*component.parameters(), *component.buffers()]:
@@ -312,6 +314,67 @@ def push_pipeline(
     LFS objects the repo already holds are not uploaded again, and unchanged files are left out of the commit.
     Returns huggingface_hub's ``CommitInfo`` (``.oid`` is the new commit's sha, ``.pr_url`` the PR's).
     """
+    def write(folder: str) -> None:
+        pipe.save_pretrained(folder, safe_serialization=safe_serialization, variant=variant)
+
+    return _push_folder(
+        repo_id, write, lambda repo: model_card(pipe, repo, license=license),
+        commit_message=commit_message or f"Upload {type(pipe).__name__}" + (f" ({variant})" if variant else ""),
+        commit_description=commit_description, private=private, token=token, revision=revision, create_pr=create_pr,
+    )  # fmt: skip
+
+
+def push_component(
+    component,
+    repo_id: str,
+    *,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    variant: str | None = None,
+    safe_serialization: bool = True,
+    license: str = "apache-2.0",
+) -> CommitInfo:
+    """Push one component (a model, scheduler or layout tokenizer) with its model card, like :func:`push_pipeline`.
+
+    ``variant="fp16"`` / ``"bf16"`` writes weights in that dtype under the variant's file name.
+    """
+    def write(folder: str) -> None:
+        kwargs = {}
+        if isinstance(component, torch.nn.Module):
+            kwargs = {"safe_serialization": safe_serialization, "variant": variant}
+        with cast_for_variant(component, variant) if isinstance(component, torch.nn.Module) else contextlib.nullcontext():
+            component.save_pretrained(folder, **kwargs)
+
+    return _push_folder(
+        repo_id, write, lambda repo: component_card(component, repo, license=license),
+        commit_message=commit_message or f"Upload {type(component).__name__}" + (f" ({variant})" if variant else ""),
+        commit_description=commit_description, private=private, token=token, revision=revision, create_pr=create_pr,
+    )  # fmt: skip
+
+
+def component_card(component, repo_id: str, *, license: str = "apache-2.0") -> ModelCard:
+    """README.md for a single component: ``library_name: ldm_hub``, tags, license and a usage snippet that runs."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    cls = type(component).__name__
+    data = ModelCardData(library_name=LIBRARY_NAME, license=license,
+                         tags=["diffusers", "latent-diffusion", LIBRARY_NAME, cls])
+    lines = [f"# {repo_id.split('/')[-1]}", "",
+             f"An ldm_hub `{cls}`: a component of a latent diffusion model "
+             "([Rombach et al., CVPR 2022](https://arxiv.org/abs/2112.10752)).", ""]
+    if isinstance(component, torch.nn.Module):
+        lines += [f"Parameters: {sum(p.numel() for p in component.parameters()):,}.", ""]
+    lines += ["## Usage", "", "```python", f"from ldm_hub import {cls}", "",
+              f'component = {cls}.from_pretrained("{repo_id}")', "```", ""]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+
+
+def _push_folder(repo_id, write, card, *, commit_message, commit_description, private, token, revision, create_pr):
+    """Create the repo (and branch), write the folder and its card in a temp dir, upload it in one commit."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -321,11 +384,10 @@ def push_pipeline(
         if revision is not None and not revision.startswith("refs/pr/"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="ldm_hub-push-") as tmp:
-            pipe.save_pretrained(tmp, safe_serialization=safe_serialization, variant=variant)
-            model_card(pipe, repo_id, license=license).save(os.path.join(tmp, "README.md"))
-            message = commit_message or f"Upload {type(pipe).__name__}" + (f" ({variant})" if variant else "")
+            write(tmp)
+            card(repo_id).save(os.path.join(tmp, "README.md"))
             return api.upload_folder(
-                repo_id=repo_id, folder_path=tmp, commit_message=message, commit_description=commit_description,
+                repo_id=repo_id, folder_path=tmp, commit_message=commit_message, commit_description=commit_description,
                 revision=revision, create_pr=create_pr,
             )  # fmt: skip
     except HfHubHTTPError as e:

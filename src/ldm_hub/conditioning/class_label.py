@@ -15,8 +15,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..hub_mixin import HubMixin
 
-class ClassEmbedder(ModelMixin, ConfigMixin):
+
+class ClassEmbedder(HubMixin, ModelMixin, ConfigMixin):
     r"""τ_θ(y) = E[y] as a (B, 1, d) context: the CompVis ``ClassEmbedder`` of the cin models.
 
     Args:

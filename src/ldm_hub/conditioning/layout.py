@@ -22,6 +22,8 @@ import os
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
+from ..hub_mixin import HubMixin
+
 # Values per object in the token sequence: category, top-left corner, bottom-right corner.
 TOKENS_PER_OBJECT = 3
 # The crop box the tokens describe when ``encode_crop`` (always the whole image here).
@@ -32,7 +34,7 @@ OBJECT_KEYS = ("label", "box")
 _KNOWN_SHOWN = 8
 
 
-class LayoutTokenizer(ConfigMixin):
+class LayoutTokenizer(HubMixin, ConfigMixin):
     r"""Bounding-box layouts → token ids for τ_θ (taming's ``ObjectsBoundingBoxConditionalBuilder``).
 
     A saveable config object: ``save_pretrained(dir)`` writes ``tokenizer_config.json`` (the category names

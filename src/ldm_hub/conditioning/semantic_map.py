@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from ..hub_mixin import HubMixin
 from ..models.layers import Conv2d
 
 # Interpolation modes F.interpolate accepts for a 4-D map (the CompVis SpatialRescaler's list, minus 3-D ones).
@@ -22,7 +23,7 @@ INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic", "area", "nearest-exact"
 INDEX_IMAGE_MODES = ("L", "P", "I", "I;16")
 
 
-class SemanticMapEncoder(ModelMixin, ConfigMixin):
+class SemanticMapEncoder(HubMixin, ModelMixin, ConfigMixin):
     r"""One-hot segmentation (B, K, H, W) → (B, C, H·m^n, W·m^n): n resizes by m, then a 1×1 channel mapper.
 
     The CompVis ``SpatialRescaler`` with ``remap_output``: ``n_stages`` × ``F.interpolate(scale_factor=multiplier,

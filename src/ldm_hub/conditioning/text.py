@@ -21,6 +21,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..hub_mixin import HubMixin
+
 # Names accepted for ``activation_fn`` -> the module they build.
 ACTIVATIONS: dict[str, tuple[type[nn.Module], dict]] = {
     "gelu": (nn.GELU, {}),
@@ -106,7 +108,7 @@ class LDMBertLayer(nn.Module):
         return hidden_states + self.ff_out(ff)  # (B, M, d_τ)
 
 
-class LDMBertModel(ModelMixin, ConfigMixin):
+class LDMBertModel(HubMixin, ModelMixin, ConfigMixin):
     """τ_θ for text: the LDM paper's BERT-style transformer encoder (CompVis BERTEmbedder / diffusers LDMBertModel).
 
     Token embedding + learned absolute position embedding, ``num_hidden_layers`` pre-norm blocks

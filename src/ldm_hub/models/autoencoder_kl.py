@@ -12,6 +12,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from ..hub_mixin import HubMixin
 from .autoencoder_blocks import (
     RESAMPLE_FACTOR,
     Decoder,
@@ -29,7 +30,7 @@ class AutoencoderKLOutput(BaseOutput):
     latent_dist: DiagonalGaussianDistribution
 
 
-class AutoencoderKL(ModelMixin, ConfigMixin):
+class AutoencoderKL(HubMixin, ModelMixin, ConfigMixin):
     """E and D with a KL-regularised latent: q_E(z|x) = N(μ, σ²) pushed slightly toward N(0, I).
 
     Args:

@@ -12,6 +12,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from ..hub_mixin import HubMixin
 from .autoencoder_blocks import (
     RESAMPLE_FACTOR,
     Decoder,
@@ -29,7 +30,7 @@ class VQEncoderOutput(BaseOutput):
     latents: torch.Tensor
 
 
-class VQModel(ModelMixin, ConfigMixin):
+class VQModel(HubMixin, ModelMixin, ConfigMixin):
     """E and D with a vector-quantised latent: the quantiser is the first layer of D (CompVis ``VQModel``).
 
     ``encode`` returns the continuous ``quant_conv`` output that the LDM's diffusion model works on; ``decode``

@@ -25,6 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..hub_mixin import HubMixin
 from .attention import SelfAttentionBlock, SpatialTransformer
 from .layers import Conv2d
 
@@ -274,7 +275,7 @@ def _per_level(value, num_levels: int, name: str) -> tuple:
     return (value,) * num_levels
 
 
-class LDMUNet(ModelMixin, ConfigMixin):
+class LDMUNet(HubMixin, ModelMixin, ConfigMixin):
     """ε_θ(z_t, t, y), the denoising UNet of Latent Diffusion Models (Rombach et al. 2022, §3.2–3.3).
 
     Args:

@@ -30,6 +30,8 @@ from diffusers.schedulers.scheduling_utils import (
 )
 from diffusers.utils import BaseOutput
 
+from ..hub_mixin import HubMixin
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
@@ -151,7 +153,7 @@ def _expand_to(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.flatten().reshape(-1, *([1] * (like.ndim - 1)))
 
 
-class DiscreteScheduler(SchedulerMixin, ConfigMixin):
+class DiscreteScheduler(HubMixin, SchedulerMixin, ConfigMixin):
     """Shared base of ldm_hub's samplers over T discrete training timesteps (not used on its own).
 
     Subclasses call :meth:`_init_schedule` from their ``@register_to_config`` ``__init__``, build their
