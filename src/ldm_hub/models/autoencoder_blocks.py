@@ -16,6 +16,7 @@ The regularisers are a :class:`DiagonalGaussianDistribution` (KL-reg., the poste
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -419,3 +420,40 @@ class VectorQuantizer(nn.Module):
             loss = codebook_term + self.beta * commitment_term
         z_q = z + (z_q - z).detach()  # (B, d, h, w): straight-through estimator
         return z_q, loss, indices
+
+
+class FirstStageMixin:
+    """What both first stages (E, D) share beyond their modules: the factor f and CompVis checkpoint loading."""
+
+    @property
+    def downsampling_factor(self) -> int:
+        """f = H/h."""
+        return RESAMPLE_FACTOR ** (len(self.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_single_file(
+        cls,
+        path: str | os.PathLike,
+        *,
+        original_config: str | os.PathLike | dict,
+        allow_unsafe_pickle: bool = False,
+        scaling_factor: float | None = None,
+    ):
+        """Convert an original CompVis autoencoder checkpoint (``.ckpt`` / ``.safetensors``) and its YAML.
+
+        A standalone first stage of the zoo (kl-f8, vq-f4, …; keys without prefix, ``loss.*`` dropped) or the
+        first stage of a full LDM checkpoint (``first_stage_model.*``). ``scaling_factor`` is written into the
+        config; default 1.0 for a standalone autoencoder, the LDM's own for an LDM's first stage. See
+        :mod:`ldm_hub.convert.compvis` (``allow_unsafe_pickle`` as in ``LDMPipeline.from_single_file``).
+
+        Example:
+            ```py
+            >>> vae = AutoencoderKL.from_single_file("model.ckpt", original_config="config.yaml")  # doctest: +SKIP
+            ```
+        """
+        from ..convert.compvis import autoencoder_from_single_file
+
+        return autoencoder_from_single_file(
+            path, original_config, expected=cls, allow_unsafe_pickle=allow_unsafe_pickle,
+            scaling_factor=scaling_factor,
+        )  # fmt: skip

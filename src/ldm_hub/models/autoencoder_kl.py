@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,11 +13,11 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..hub_mixin import HubMixin
 from .autoencoder_blocks import (
-    RESAMPLE_FACTOR,
     Decoder,
     DecoderOutput,
     DiagonalGaussianDistribution,
     Encoder,
+    FirstStageMixin,
 )
 from .layers import Conv2d
 
@@ -30,7 +29,7 @@ class AutoencoderKLOutput(BaseOutput):
     latent_dist: DiagonalGaussianDistribution
 
 
-class AutoencoderKL(HubMixin, ModelMixin, ConfigMixin):
+class AutoencoderKL(FirstStageMixin, HubMixin, ModelMixin, ConfigMixin):
     """E and D with a KL-regularised latent: q_E(z|x) = N(μ, σ²) pushed slightly toward N(0, I).
 
     Args:
@@ -85,39 +84,6 @@ class AutoencoderKL(HubMixin, ModelMixin, ConfigMixin):
         self.quant_conv = Conv2d(2 * latent_channels, 2 * latent_channels, 1)
         self.post_quant_conv = Conv2d(latent_channels, latent_channels, 1)
         self.decoder = Decoder(latent_channels, out_channels, **shared)
-
-    @classmethod
-    def from_single_file(
-        cls,
-        path: str | os.PathLike,
-        *,
-        original_config: str | os.PathLike | dict,
-        allow_unsafe_pickle: bool = False,
-        scaling_factor: float | None = None,
-    ) -> "AutoencoderKL":
-        """Convert an original CompVis autoencoder checkpoint (``.ckpt`` / ``.safetensors``) and its YAML.
-
-        A standalone first stage of the zoo (kl-f8, …; keys without prefix, ``loss.*`` dropped) or the
-        first stage of a full LDM checkpoint (``first_stage_model.*``). ``scaling_factor`` is written into the
-        config; default 1.0 for a standalone autoencoder, the LDM's own for an LDM's first stage. See
-        :mod:`ldm_hub.convert.compvis` (``allow_unsafe_pickle`` as in ``LDMPipeline.from_single_file``).
-
-        Example:
-            ```py
-            >>> vae = AutoencoderKL.from_single_file("model.ckpt", original_config="config.yaml")  # doctest: +SKIP
-            ```
-        """
-        from ..convert.compvis import autoencoder_from_single_file
-
-        return autoencoder_from_single_file(
-            path, original_config, expected=cls, allow_unsafe_pickle=allow_unsafe_pickle,
-            scaling_factor=scaling_factor,
-        )  # fmt: skip
-
-    @property
-    def downsampling_factor(self) -> int:
-        """f = H/h."""
-        return RESAMPLE_FACTOR ** (len(self.config.block_out_channels) - 1)
 
     @apply_forward_hook
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,10 +13,10 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..hub_mixin import HubMixin
 from .autoencoder_blocks import (
-    RESAMPLE_FACTOR,
     Decoder,
     DecoderOutput,
     Encoder,
+    FirstStageMixin,
     VectorQuantizer,
 )
 from .layers import Conv2d
@@ -30,7 +29,7 @@ class VQEncoderOutput(BaseOutput):
     latents: torch.Tensor
 
 
-class VQModel(HubMixin, ModelMixin, ConfigMixin):
+class VQModel(FirstStageMixin, HubMixin, ModelMixin, ConfigMixin):
     """E and D with a vector-quantised latent: the quantiser is the first layer of D (CompVis ``VQModel``).
 
     ``encode`` returns the continuous ``quant_conv`` output that the LDM's diffusion model works on; ``decode``
@@ -94,39 +93,6 @@ class VQModel(HubMixin, ModelMixin, ConfigMixin):
         self.quantize = VectorQuantizer(num_vq_embeddings, embed_dim, beta=commitment_beta)
         self.post_quant_conv = Conv2d(embed_dim, latent_channels, 1)
         self.decoder = Decoder(latent_channels, out_channels, **shared)
-
-    @classmethod
-    def from_single_file(
-        cls,
-        path: str | os.PathLike,
-        *,
-        original_config: str | os.PathLike | dict,
-        allow_unsafe_pickle: bool = False,
-        scaling_factor: float | None = None,
-    ) -> "VQModel":
-        """Convert an original CompVis autoencoder checkpoint (``.ckpt`` / ``.safetensors``) and its YAML.
-
-        A standalone first stage of the zoo (vq-f4, …; keys without prefix, ``loss.*`` dropped) or the
-        first stage of a full LDM checkpoint (``first_stage_model.*``). ``scaling_factor`` is written into the
-        config; default 1.0 for a standalone autoencoder, the LDM's own for an LDM's first stage. See
-        :mod:`ldm_hub.convert.compvis` (``allow_unsafe_pickle`` as in ``LDMPipeline.from_single_file``).
-
-        Example:
-            ```py
-            >>> vae = VQModel.from_single_file("model.ckpt", original_config="config.yaml")  # doctest: +SKIP
-            ```
-        """
-        from ..convert.compvis import autoencoder_from_single_file
-
-        return autoencoder_from_single_file(
-            path, original_config, expected=cls, allow_unsafe_pickle=allow_unsafe_pickle,
-            scaling_factor=scaling_factor,
-        )  # fmt: skip
-
-    @property
-    def downsampling_factor(self) -> int:
-        """f = H/h."""
-        return RESAMPLE_FACTOR ** (len(self.config.block_out_channels) - 1)
 
     @apply_forward_hook
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> VQEncoderOutput | tuple:
