@@ -42,6 +42,7 @@ from ..conditioning.class_label import ClassEmbedder
 from ..conditioning.layout import LayoutTokenizer
 from ..conditioning.semantic_map import SemanticMapEncoder
 from ..convert.diffusers_format import COMPONENT_RENAMES, load_component
+from ..hub_mixin import HubMixin
 from ..loading import ModelFileError, atomic_directory, read_json
 
 
@@ -157,7 +158,7 @@ class TileGrid:
         return out
 
 
-class LDMPipeline(DiffusionPipeline):
+class LDMPipeline(HubMixin, DiffusionPipeline):
     r"""Latent diffusion sampling for every LDM conditioning mode: text, layout, class, semantic map, inpainting,
     super-resolution and unconditional.
 
@@ -907,41 +908,6 @@ class LDMPipeline(DiffusionPipeline):
         if push_to_hub:
             repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
             self.push_to_hub(repo_id, variant=variant, safe_serialization=safe_serialization, **push_kwargs)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | None = None,
-        create_pr: bool = False,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        *,
-        revision: str | None = None,
-        commit_description: str | None = None,
-        license: str = "apache-2.0",
-    ):
-        """Upload the pipeline to a Hub repo in one commit, with a model card and the diffusers loader files.
-
-        Creates ``repo_id`` if needed (``private``); ``revision`` commits to a branch (created from main if
-        missing) or ``refs/pr/N``; ``create_pr=True`` opens a pull request; ``variant="fp16"`` uploads fp16
-        weights as ``*.fp16.safetensors`` beside the full-precision ones. Files the repo already has unchanged
-        are not uploaded again. Returns huggingface_hub's ``CommitInfo`` (``.oid``: the commit sha).
-
-        Example:
-            ```py
-            >>> pipe.push_to_hub("me/tiny-text2im", commit_message="20k steps")  # doctest: +SKIP
-            >>> pipe = LDMPipeline.from_pretrained("me/tiny-text2im")  # doctest: +SKIP
-            ```
-        """
-        from ..hub import push_pipeline
-
-        return push_pipeline(
-            self, repo_id, commit_message=commit_message, commit_description=commit_description, private=private,
-            token=token, revision=revision, create_pr=create_pr, variant=variant,
-            safe_serialization=safe_serialization, license=license,
-        )  # fmt: skip
 
     @classmethod
     def from_single_file(
