@@ -694,6 +694,7 @@ def test_dataset_push_load_and_train_from_the_repo_id(hub, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- from a wheel
 @pytest.mark.slow
+@pytest.mark.ci  # issue 5: the wheel-installed push is part of what CI proves
 def test_push_from_an_installed_wheel_uploads_the_pipeline_file(hub, tmp_path):
     """A non-editable wheel in a fresh venv: `ldm-hub push` uploads the same pipeline.py as pipelines/ holds
     (its text ships inside the package as ldm_hub.hub.PIPELINE_SOURCE, not read from the source tree)."""
