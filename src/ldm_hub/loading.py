@@ -50,19 +50,24 @@ def find_weights_file(folder: str | os.PathLike, stems: tuple[str, ...], variant
     raise ModelFileError(f"missing weights in {folder}: none of {tried} exists")
 
 
+def load_safetensors_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file; a truncated or corrupt file raises :class:`ModelFileError` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"corrupt safetensors file {path}: {e}") from None
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load tensors from a .safetensors file, or a .bin/.ckpt/.pt with ``weights_only=True`` (never a pickle)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"missing file: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise ModelFileError(f"corrupt safetensors file {path}: {e}") from None
+        return load_safetensors_file(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad pickle

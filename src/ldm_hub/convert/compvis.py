@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from ..loading import ModelFileError
+from ..loading import ModelFileError, load_safetensors_file
 from ..models.attention import SelfAttentionBlock, SpatialTransformer
 from ..models.autoencoder_kl import AutoencoderKL
 from ..models.autoencoder_vq import VQModel
@@ -175,13 +175,7 @@ def load_checkpoint(path: str | os.PathLike, *, allow_unsafe_pickle: bool = Fals
     if not path.is_file():
         raise ModelFileError(f"missing checkpoint: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise ModelFileError(f"corrupt safetensors file {path}: {e}") from None
+        return load_safetensors_file(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
