@@ -20,3 +20,18 @@ def test_bench_vs_diffusers_runs(tmp_path):
     assert result["parity_max_abs_diff"] < 1e-4
     assert result["ratio_median"] > 0 and result["ms_diffusers_median"] > 0
     assert "ratio ldm_hub/diffusers median" in proc.stdout
+
+
+def test_bench_pipeline_and_vae_decode_cases_run(tmp_path):
+    """The end-to-end pipeline case and the VAE decode case, CI-sized: parity holds, JSON written."""
+    for case, extra in [("pipeline", ["--steps", "2"]), ("vae-decode", [])]:
+        out = tmp_path / f"{case}.json"
+        proc = subprocess.run(
+            [sys.executable, ROOT / "benchmarks" / "bench_vs_diffusers.py", "--case", case, "--config", "tiny",
+             "--rounds", "2", "--warmup", "1", "--threads", "1", "--fuse-qkv", "--json", out, *extra],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(out.read_text())
+        assert result["case"] == case and result["ratio_median"] > 0
+        assert result["parity_max_abs_diff"] < (2 / 255 if case == "pipeline" else 1e-4)

@@ -29,7 +29,8 @@ class Attention(nn.Module):
     """Multi-head attention softmax(QKᵀ/√d)·V (paper §3.3); self-attention when ``context`` is None.
 
     Heads are handled by reshaping ``(B, N, heads·d)`` to ``(B, heads, N, d)``; the product itself is
-    ``F.scaled_dot_product_attention`` (scale 1/√d).
+    ``F.scaled_dot_product_attention`` (scale 1/√d). :meth:`fuse_projections` computes the projections of
+    one input with a single matrix (same state dict, one GEMM).
 
     Example:
         >>> attn = Attention(query_dim=64, heads=4, head_dim=16, context_dim=32)
@@ -49,28 +50,80 @@ class Attention(nn.Module):
         if heads < 1 or head_dim < 1:
             raise ValueError(f"Attention needs heads >= 1 and head_dim >= 1, got heads={heads}, head_dim={head_dim}")
         inner_dim = heads * head_dim
+        cross = context_dim is not None
         context_dim = query_dim if context_dim is None else context_dim
         self.heads = heads
         self.head_dim = head_dim
+        self.is_cross_attention = cross
         self.q_proj = nn.Linear(query_dim, inner_dim, bias=qkv_bias)  # W_Q
         self.k_proj = nn.Linear(context_dim, inner_dim, bias=qkv_bias)  # W_K
         self.v_proj = nn.Linear(context_dim, inner_dim, bias=qkv_bias)  # W_V
         self.out_proj = nn.Linear(inner_dim, query_dim)
+        # Set by fuse_projections(): [W_Q; W_K; W_V] (self-attention) or [W_K; W_V] (cross-attention) as one
+        # matrix. Non-persistent buffers: the state dict keeps the separate q/k/v keys.
+        self.register_buffer("fused_weight", None, persistent=False)
+        self.register_buffer("fused_bias", None, persistent=False)
+
+    @property
+    def is_fused(self) -> bool:
+        return self.fused_weight is not None
+
+    @torch.no_grad()
+    def fuse_projections(self) -> None:
+        """Concatenate the projections that read the same input into one matrix: one GEMM instead of three
+        (self-attention: W_Q, W_K, W_V) or two (cross-attention: W_K, W_V on τ_θ(y)). The separate weights stay
+        the parameters (and state-dict keys); the fused copy is a snapshot, so call this again (or
+        :meth:`unfuse_projections`) after changing them."""
+        projections = (self.k_proj, self.v_proj) if self.is_cross_attention else (self.q_proj, self.k_proj, self.v_proj)
+        self.fused_weight = torch.cat([p.weight for p in projections]).detach().clone()  # (n·inner, in)
+        biases = [p.bias for p in projections]
+        self.fused_bias = None if biases[0] is None else torch.cat(biases).detach().clone()  # (n·inner,)
+
+    def unfuse_projections(self) -> None:
+        """Drop the fused matrix: back to separate q/k/v projections."""
+        self.fused_weight = None
+        self.fused_bias = None
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
         return x.view(batch, length, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, N, d)
 
+    def _split_fused(self, projected: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        batch, length, _ = projected.shape
+        projected = projected.view(batch, length, parts, self.heads, self.head_dim)  # (B, N, parts, heads, d)
+        return projected.permute(2, 0, 3, 1, 4).unbind(0)  # parts × (B, heads, N, d)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: (B, N, query_dim) features φ(z_t); ``context``: (B, M, context_dim) τ_θ(y) or None."""
         context = x if context is None else context
-        q = self._split_heads(self.q_proj(x))  # (B, heads, N, d)
-        k = self._split_heads(self.k_proj(context))  # (B, heads, M, d)
-        v = self._split_heads(self.v_proj(context))  # (B, heads, M, d)
+        if self.fused_weight is None:
+            q = self._split_heads(self.q_proj(x))  # (B, heads, N, d)
+            k = self._split_heads(self.k_proj(context))  # (B, heads, M, d)
+            v = self._split_heads(self.v_proj(context))  # (B, heads, M, d)
+        elif self.is_cross_attention:
+            q = self._split_heads(self.q_proj(x))  # (B, heads, N, d)
+            k, v = self._split_fused(F.linear(context, self.fused_weight, self.fused_bias), 2)  # 2 × (B, heads, M, d)
+        else:
+            q, k, v = self._split_fused(F.linear(x, self.fused_weight, self.fused_bias), 3)  # 3 × (B, heads, N, d)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)  # (B, N, heads·d)
         return self.out_proj(out)  # (B, N, query_dim)
+
+
+def fuse_qkv_projections(model: nn.Module) -> int:
+    """Call :meth:`Attention.fuse_projections` on every attention inside ``model``; returns how many."""
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    for attention in attentions:
+        attention.fuse_projections()
+    return len(attentions)
+
+
+def unfuse_qkv_projections(model: nn.Module) -> None:
+    """Undo :func:`fuse_qkv_projections`."""
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.unfuse_projections()
 
 
 class GEGLUFeedForward(nn.Module):

@@ -33,6 +33,9 @@ RESAMPLE_FACTOR = 2
 CONV_KERNEL = 3
 # The stride-2 downsampling conv pads only right and bottom (F.pad order: left, right, top, bottom), as CompVis.
 DOWNSAMPLE_PAD = (0, 1, 0, 1)
+# enable_tiling() defaults: tile side in image pixels, overlap as a fraction of the tile.
+DEFAULT_DECODE_TILE = 256
+DEFAULT_DECODE_TILE_OVERLAP = 0.25
 
 
 @dataclass
@@ -423,12 +426,70 @@ class VectorQuantizer(nn.Module):
 
 
 class FirstStageMixin:
-    """What both first stages (E, D) share beyond their modules: the factor f and CompVis checkpoint loading."""
+    """What both first stages (E, D) share beyond their modules: the factor f, CompVis checkpoint loading, and the
+    memory-lean decode (sliced over the batch, tiled over the image)."""
+
+    # Memory-lean decode, off by default (see enable_slicing / enable_tiling).
+    use_slicing: bool = False
+    tiling: tuple[int, int, int] | None = None  # (tile, overlap, tiles per call) in latent pixels
 
     @property
     def downsampling_factor(self) -> int:
         """f = H/h."""
         return RESAMPLE_FACTOR ** (len(self.config.block_out_channels) - 1)
+
+    def enable_slicing(self) -> None:
+        """Decode a batch one latent at a time: peak memory of one image, the same pixels."""
+        self.use_slicing = True
+
+    def disable_slicing(self) -> None:
+        self.use_slicing = False
+
+    def enable_tiling(
+        self, tile_size: int = DEFAULT_DECODE_TILE, tile_overlap: int | None = None, tile_batch_size: int = 1
+    ) -> None:
+        """Decode latents larger than ``tile_size`` image pixels in overlapping tiles blended with a linear ramp.
+
+        D then sees at most ``tile_size / f`` latent pixels per side (``tile_batch_size`` tiles per call), so
+        memory follows the tile, not the image. ``tile_overlap`` (pixels, a multiple of f; default a quarter of the
+        tile) is the overlap of neighbouring tiles; seams shrink as it grows. D's receptive field is larger than
+        any tile, so the result is close to, not equal to, the untiled decode.
+
+        Example:
+            >>> from ldm_hub.models import AutoencoderKL
+            >>> vae = AutoencoderKL(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
+            >>> vae.enable_tiling(tile_size=16, tile_overlap=8)
+            >>> vae.decode(torch.randn(1, 4, 24, 24)).sample.shape
+            torch.Size([1, 3, 48, 48])
+        """
+        f = self.downsampling_factor
+        if tile_overlap is None:
+            tile_overlap = int(tile_size * DEFAULT_DECODE_TILE_OVERLAP) // f * f
+        if tile_size % f or tile_overlap % f or not 0 <= tile_overlap < tile_size or tile_batch_size < 1:
+            raise ValueError(
+                f"tile_size and tile_overlap must be multiples of f={f} with 0 <= tile_overlap < tile_size, and "
+                f"tile_batch_size >= 1; got {tile_size}, {tile_overlap}, {tile_batch_size}"
+            )
+        self.tiling = (tile_size // f, tile_overlap // f, tile_batch_size)
+
+    def disable_tiling(self) -> None:
+        self.tiling = None
+
+    def _decode_lean(self, z: torch.Tensor) -> torch.Tensor:
+        """x̃ = D(post_quant_conv(z)) for z (B, c, h, w), sliced and / or tiled as enabled."""
+        if self.use_slicing and z.shape[0] > 1:
+            return torch.cat([self._decode_tiled(one) for one in z.split(1)])  # (B, C_out, h·f, w·f)
+        return self._decode_tiled(z)
+
+    def _decode_tiled(self, z: torch.Tensor) -> torch.Tensor:
+        if self.tiling is None or max(z.shape[-2:]) <= self.tiling[0]:
+            return self.decoder(self.post_quant_conv(z))  # (B, C_out, h·f, w·f)
+        # The pipeline's tiled-sampling grid, reused (imported here: pipelines import the models).
+        from ..pipelines.ldm_pipeline import TileGrid
+
+        tile, overlap, per_call = self.tiling
+        grid = TileGrid(z.shape[-2:], tile, overlap, scale=self.downsampling_factor, device=z.device, dtype=z.dtype)
+        return grid.map(lambda t: self.decoder(self.post_quant_conv(t)), z, per_call)  # (B, C_out, h·f, w·f)
 
     @classmethod
     def from_single_file(

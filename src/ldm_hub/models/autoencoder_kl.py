@@ -97,7 +97,7 @@ class AutoencoderKL(FirstStageMixin, HubMixin, ModelMixin, ConfigMixin):
     @apply_forward_hook
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple:
         """z (B, c, h, w) → x̃ = D(z) (B, C_out, h·f, w·f). Pass unscaled latents (divide by s first)."""
-        sample = self.decoder(self.post_quant_conv(z))  # (B, C_out, h·f, w·f)
+        sample = self._decode_lean(z)  # (B, C_out, h·f, w·f); sliced / tiled when enabled
         if not return_dict:
             return (sample,)
         return DecoderOutput(sample=sample)

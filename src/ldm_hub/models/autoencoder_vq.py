@@ -114,7 +114,7 @@ class VQModel(FirstStageMixin, HubMixin, ModelMixin, ConfigMixin):
             quantized, commit_loss = z, z.new_zeros(())  # (B, d, h, w), scalar
         else:
             quantized, commit_loss, _ = self.quantize(z)  # (B, d, h, w), scalar
-        sample = self.decoder(self.post_quant_conv(quantized))  # (B, C_out, h·f, w·f)
+        sample = self._decode_lean(quantized)  # (B, C_out, h·f, w·f); sliced / tiled when enabled
         if not return_dict:
             return (sample, commit_loss)
         return DecoderOutput(sample=sample, commit_loss=commit_loss)

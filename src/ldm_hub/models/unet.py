@@ -26,7 +26,12 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..hub_mixin import HubMixin
-from .attention import SelfAttentionBlock, SpatialTransformer
+from .attention import (
+    SelfAttentionBlock,
+    SpatialTransformer,
+    fuse_qkv_projections,
+    unfuse_qkv_projections,
+)
 from .layers import Conv2d
 
 # Width of the time embedding relative to block_out_channels[0] when time_embed_dim is None (CompVis, diffusers).
@@ -438,6 +443,15 @@ class LDMUNet(HubMixin, ModelMixin, ConfigMixin):
         self.norm_out = nn.GroupNorm(norm_num_groups, ch, eps=norm_eps)
         self.conv_out = Conv2d(ch, out_channels, kernel_size=3, padding=1)
 
+    def fuse_qkv_projections(self) -> None:
+        """One GEMM for q/k/v of every self-attention and for k/v of every cross-attention (same outputs, same
+        state-dict keys; see :meth:`ldm_hub.models.attention.Attention.fuse_projections`)."""
+        fuse_qkv_projections(self)
+
+    def unfuse_qkv_projections(self) -> None:
+        """Back to separate q/k/v projections."""
+        unfuse_qkv_projections(self)
+
     def _check_inputs(
         self, sample: torch.Tensor, encoder_hidden_states: torch.Tensor | None, class_labels: torch.Tensor | None
     ) -> None:
@@ -474,7 +488,7 @@ class LDMUNet(HubMixin, ModelMixin, ConfigMixin):
     def forward(
         self,
         sample: torch.Tensor,
-        timestep: torch.Tensor | float | int,
+        timestep: torch.Tensor | float,
         encoder_hidden_states: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
         return_dict: bool = True,

@@ -784,6 +784,25 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         image = grid.map(lambda tile: self.vae.decode(tile.to(self.vae.dtype)).sample, z, tile_batch_size)
         return (image / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
 
+    # ------------------------------------------------------------------ fast paths
+    def fuse_qkv_projections(self) -> None:
+        """Fuse the UNet's q/k/v (self-attention) and k/v (cross-attention) projections into single GEMMs; the
+        images and the saved weights are unchanged. :meth:`unfuse_qkv_projections` undoes it."""
+        self.unet.fuse_qkv_projections()
+
+    def unfuse_qkv_projections(self) -> None:
+        """Undo :meth:`fuse_qkv_projections`."""
+        self.unet.unfuse_qkv_projections()
+
+    def enable_compile(self, **torch_compile_kwargs) -> None:
+        """Compile ε_θ with ``torch.compile(fullgraph=True, **torch_compile_kwargs)``, in place.
+
+        The UNet stays the same module (same class, state dict and ``save_pretrained``); only its call goes
+        through the compiled graph. ``fullgraph=True`` makes any graph break an error rather than a silent
+        slowdown. Example: ``pipe.enable_compile(mode="reduce-overhead")`` on a GPU.
+        """
+        self.unet.compile(**{"fullgraph": True, **torch_compile_kwargs})
+
     # ------------------------------------------------------------------ loading and saving
     # Provenance written to model_index.json and the model card (ldm_hub.hub): the Hub repo this pipeline was
     # converted from, and what the trainer records (e.g. {"dataset": "user/shapes", "steps": 20000}).

@@ -1,0 +1,246 @@
+"""Fast paths (issue 7): each gives the plain path's images, and each is shown to have actually run.
+
+fused QKV (same output, fused matrix present and the separate projections unused, same state dict), the compiled
+UNet (same images, no graph breaks), attention finite in fp16 / bf16 with large activations, and the memory-lean
+decode (sliced == plain exactly, tiled ≈ plain, decoder input bounded by the tile).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel, UNet2DModel
+from diffusers.pipelines.latent_diffusion import pipeline_latent_diffusion
+from diffusers_repos import TINY_BERT, TINY_SR_UNET, TINY_TEXT2IM_UNET, text2im_pipeline
+from utils import randomize_
+
+from ldm_hub import LDMPipeline
+from ldm_hub.convert.diffusers_text import ldm_bert_from_diffusers
+from ldm_hub.convert.diffusers_unet import unet_from_diffusers
+from ldm_hub.models import AutoencoderKL, LDMUNet, VQModel
+from ldm_hub.models.attention import Attention
+
+PROMPT = "a red circle and a blue square"
+STEPS = 4
+
+
+def max_diff(a, b) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+def tiny_unet(kind: str) -> LDMUNet:
+    if kind == "cross":
+        theirs = randomize_(UNet2DConditionModel(**TINY_TEXT2IM_UNET), 0)
+    else:  # plain self-attention blocks (the SR UNet)
+        theirs = randomize_(UNet2DModel(**TINY_SR_UNET), 0)
+    return unet_from_diffusers(dict(theirs.config), theirs.state_dict()).eval()
+
+
+def unet_inputs(unet: LDMUNet, batch: int = 2):
+    gen = torch.Generator().manual_seed(1)
+    cfg = unet.config
+    sample = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=gen)
+    context = None if cfg.cross_attention_dim is None else torch.randn(batch, 7, cfg.cross_attention_dim, generator=gen)
+    return sample, torch.tensor(500), context
+
+
+# ---------------------------------------------------------------- fused QKV
+@pytest.mark.parametrize("kind", ["cross", "self"])
+def test_fused_qkv_same_output_same_keys_and_used(kind, tmp_path):
+    unet = tiny_unet(kind)
+    sample, t, context = unet_inputs(unet)
+    keys = list(unet.state_dict())
+    with torch.no_grad():
+        plain = unet(sample, t, encoder_hidden_states=context).sample
+
+    unet.fuse_qkv_projections()
+    attentions = [m for m in unet.modules() if isinstance(m, Attention)]
+    assert attentions and all(a.is_fused for a in attentions)
+    for a in attentions:  # [W_K; W_V] for cross-attention, [W_Q; W_K; W_V] otherwise
+        parts = 2 if a.is_cross_attention else 3
+        assert a.fused_weight.shape == (parts * a.heads * a.head_dim, a.k_proj.in_features)
+    assert any(a.is_cross_attention for a in attentions) == (kind == "cross")
+
+    # Proof the fused matrix is what runs: the separate projections it replaces are never called.
+    called = []
+    replaced = [a.k_proj for a in attentions] + [a.v_proj for a in attentions]
+    replaced += [a.q_proj for a in attentions if not a.is_cross_attention]
+    hooks = [p.register_forward_hook(lambda *_: called.append(1)) for p in replaced]
+    with torch.no_grad():
+        fused = unet(sample, t, encoder_hidden_states=context).sample
+    for h in hooks:
+        h.remove()
+    assert not called
+    print(f"\nfused QKV ({kind}) max|diff| {max_diff(fused, plain):.2e}")
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+
+    # Saving keeps the unfused model's keys, and the reloaded model gives the same output.
+    assert list(unet.state_dict()) == keys
+    unet.save_pretrained(tmp_path)
+    reloaded = LDMUNet.from_pretrained(tmp_path).eval()
+    assert list(reloaded.state_dict()) == keys
+    assert not any(a.is_fused for a in reloaded.modules() if isinstance(a, Attention))
+    with torch.no_grad():
+        again = reloaded(sample, t, encoder_hidden_states=context).sample
+    torch.testing.assert_close(again, plain, rtol=1e-4, atol=1e-5)
+
+    unet.unfuse_qkv_projections()
+    assert not any(a.is_fused for a in attentions)
+    with torch.no_grad():
+        torch.testing.assert_close(unet(sample, t, encoder_hidden_states=context).sample, plain, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- pipeline fast paths
+@pytest.fixture(scope="module")
+def text_repo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fast") / "repo"
+    text2im_pipeline().save_pretrained(path)
+    return path
+
+
+def load(path) -> LDMPipeline:
+    pipe = LDMPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def images(pipe) -> torch.Tensor:
+    return pipe(PROMPT, guidance_scale=3.0, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0),
+                output_type="pt").images  # fmt: skip
+
+
+def test_pipeline_fused_qkv_same_images(text_repo):
+    pipe = load(text_repo)
+    plain = images(pipe)
+    pipe.fuse_qkv_projections()
+    assert all(a.is_fused for a in pipe.unet.modules() if isinstance(a, Attention))
+    fused = images(pipe)
+    print(f"\npipeline fused QKV max|diff| {max_diff(fused, plain):.2e}")
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+    pipe.unfuse_qkv_projections()
+    torch.testing.assert_close(images(pipe), plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_enable_compile_same_images_no_graph_breaks(text_repo, fuse):
+    from torch._dynamo.utils import counters
+
+    pipe = load(text_repo)
+    plain = images(pipe)
+    torch._dynamo.reset()
+    counters.clear()
+    if fuse:
+        pipe.fuse_qkv_projections()
+    pipe.enable_compile(backend="eager")
+    assert type(pipe.unet) is LDMUNet  # compiled in place: same module, same save_pretrained
+    compiled = images(pipe)
+    assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] >= 1  # the UNet really went through dynamo
+    graphs = counters["stats"]["unique_graphs"]
+    print(f"\ncompiled (fuse={fuse}) max|diff| {max_diff(compiled, plain):.2e}; graphs {graphs}")
+    torch.testing.assert_close(compiled, plain, rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+# ---------------------------------------------------------------- attention in half precision
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_attention_finite_in_half_precision_with_large_activations(dtype):
+    """Logits q·k of ~1e5 overflow fp16 (max 65504) if formed before scaling; SDPA must keep them finite."""
+    torch.manual_seed(0)
+    attn = Attention(query_dim=64, heads=2, head_dim=32, context_dim=48).eval()
+    x = 150 * torch.randn(2, 16, 64)
+    context = 150 * torch.randn(2, 9, 48)
+    with torch.no_grad():
+        q = attn.q_proj(x)
+        k = attn.k_proj(context)
+        assert (q[0, :, None] * k[0, None]).sum(-1).abs().max() > torch.finfo(torch.float16).max  # would overflow
+        ref = attn(x, context)
+        out = attn.to(dtype)(x.to(dtype), context.to(dtype))
+    assert torch.isfinite(out).all()
+    err = max_diff(out, ref) / ref.abs().max().item()
+    print(f"\nattention {dtype}: relative max|diff| vs fp32 {err:.2e}")
+    assert err < 0.05
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_ldm_bert_finite_in_half_precision(dtype):
+    theirs = randomize_(pipeline_latent_diffusion.LDMBertModel(pipeline_latent_diffusion.LDMBertConfig(**TINY_BERT)), 0)
+    with torch.no_grad():  # large activations: the token embeddings scaled up
+        theirs.model.embed_tokens.weight.mul_(200)
+    ours = ldm_bert_from_diffusers(dict(theirs.config.to_dict()), theirs.state_dict()).eval()
+    ids = torch.randint(0, TINY_BERT["vocab_size"], (2, 77), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = ours(ids).last_hidden_state
+        out = ours.to(dtype)(ids).last_hidden_state
+    assert torch.isfinite(ref).all() and torch.isfinite(out).all()
+    print(f"\nLDMBert {dtype}: max|diff| vs fp32 {max_diff(out, ref):.2e} (max |ref| {ref.abs().max():.1f})")
+
+
+# ---------------------------------------------------------------- memory-lean decode
+def tiny_vae(kind: str):
+    common = dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8)
+    if kind == "kl":
+        vae = AutoencoderKL(**common)
+    else:
+        vae = VQModel(**common, num_vq_embeddings=32)
+    return randomize_(vae, 3).eval()
+
+
+class DecoderInputs:
+    """Records the shape of every input the decoder D sees."""
+
+    def __init__(self, vae):
+        self.shapes = []
+        self.handle = vae.decoder.register_forward_pre_hook(lambda _, args: self.shapes.append(tuple(args[0].shape)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_sliced_decode_equals_plain_one_image_at_a_time(kind):
+    vae = tiny_vae(kind)
+    z = torch.randn(3, vae.config.latent_channels, 12, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = vae.decode(z).sample
+        vae.enable_slicing()
+        with DecoderInputs(vae) as seen:
+            sliced = vae.decode(z).sample
+    assert [s[0] for s in seen.shapes] == [1, 1, 1]
+    print(f"\nsliced ({kind}) max|diff| {max_diff(sliced, plain):.2e}")
+    torch.testing.assert_close(sliced, plain, rtol=0, atol=1e-6)
+    vae.disable_slicing()
+
+
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_tiled_decode_close_to_plain_and_bounded(kind):
+    vae = tiny_vae(kind)
+    f = vae.downsampling_factor
+    z = torch.randn(2, vae.config.latent_channels, 40, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = vae.decode(z).sample
+        vae.enable_tiling(tile_size=16 * f, tile_overlap=8 * f)
+        with DecoderInputs(vae) as seen:
+            tiled = vae.decode(z).sample
+        # one tile covering the latent: exactly the plain decode
+        vae.enable_tiling(tile_size=40 * f, tile_overlap=8 * f)
+        whole = vae.decode(z).sample
+    assert tiled.shape == plain.shape
+    assert len(seen.shapes) > 1 and max(max(s[-2:]) for s in seen.shapes) <= 16
+    torch.testing.assert_close(whole, plain, rtol=0, atol=0)
+    diff = max_diff(tiled, plain)
+    mean = (tiled - plain).abs().mean().item()
+    print(f"\ntiled ({kind}) max|diff| {diff:.2e}, mean {mean:.2e}, output range {plain.abs().max():.2f}")
+    assert mean < 0.05 * plain.abs().max().item()  # GroupNorm and mid attention see one tile: approximate
+    vae.disable_tiling()
+
+
+def test_tiling_rejects_bad_sizes():
+    vae = tiny_vae("kl")
+    with pytest.raises(ValueError, match="multiples of f=2"):
+        vae.enable_tiling(tile_size=15)
+    with pytest.raises(ValueError, match="tile_overlap < tile_size"):
+        vae.enable_tiling(tile_size=16, tile_overlap=16)
