@@ -29,7 +29,8 @@ from ldm_hub import (
     SemanticMapEncoder,
     VQModel,
 )
-from ldm_hub.pipelines.ldm_pipeline import CONDITIONING_KEYS, MODE_INPUTS, TILED_MODES, TileGrid
+from ldm_hub.pipelines.ldm_pipeline import CONDITIONING_KEYS, MODE_INPUTS, TILED_MODES
+from ldm_hub.tiling import TileGrid
 
 CATEGORIES = ["red circle", "blue square", "green triangle", "sky", "tree"]
 LAYOUT = [{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.6]}, {"label": 4, "box": [0.5, 0.0, 1.0, 1.0]}]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from ..tiling import TileGrid
 from .layers import Conv2d
 
 # Each level boundary halves (encoder) or doubles (decoder) the spatial size: f = RESAMPLE_FACTOR ** (L - 1).
@@ -485,8 +486,6 @@ class FirstStageMixin:
         if self.tiling is None or max(z.shape[-2:]) <= self.tiling[0]:
             return self.decoder(self.post_quant_conv(z))  # (B, C_out, h·f, w·f)
         # The pipeline's tiled-sampling grid, reused (imported here: pipelines import the models).
-        from ..pipelines.ldm_pipeline import TileGrid
-
         tile, overlap, per_call = self.tiling
         grid = TileGrid(z.shape[-2:], tile, overlap, scale=self.downsampling_factor, device=z.device, dtype=z.dtype)
         return grid.map(lambda t: self.decoder(self.post_quant_conv(t)), z, per_call)  # (B, C_out, h·f, w·f)
