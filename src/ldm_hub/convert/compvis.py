@@ -49,6 +49,7 @@ from ..models.unet import Downsample, LDMUNet, ResBlock, Upsample
 from ..schedulers.common import make_betas
 from ..schedulers.ddim import DDIMScheduler
 from .common import ConversionError, convert_state_dict
+from .diffusers_unet import TRANSFORMER_BLOCK_KEYS
 
 # ------------------------------------------------------------------------------------------- facts
 
@@ -437,21 +438,7 @@ _RESBLOCK = {
 _DOWNSAMPLE = {"conv": "op"}
 _UPSAMPLE = {"conv": "conv"}
 _SPATIAL_TRANSFORMER = {"norm": "norm", "proj_in": "proj_in", "proj_out": "proj_out"}
-_TRANSFORMER_BLOCK = {
-    "self_attn_norm": "norm1",
-    "self_attn.q_proj": "attn1.to_q",
-    "self_attn.k_proj": "attn1.to_k",
-    "self_attn.v_proj": "attn1.to_v",
-    "self_attn.out_proj": "attn1.to_out.0",
-    "cross_attn_norm": "norm2",
-    "cross_attn.q_proj": "attn2.to_q",
-    "cross_attn.k_proj": "attn2.to_k",
-    "cross_attn.v_proj": "attn2.to_v",
-    "cross_attn.out_proj": "attn2.to_out.0",
-    "ff_norm": "norm3",
-    "ff.proj_in": "ff.net.0.proj",
-    "ff.proj_out": "ff.net.2",
-}
+# (the BasicTransformerBlock table is diffusers_unet.TRANSFORMER_BLOCK_KEYS: CompVis and diffusers name it alike)
 # legacy AttentionBlock: q/k/v come out of one fused ``qkv`` (split by :func:`split_fused_qkv`)
 _ATTENTION_BLOCK = {
     "norm": "norm",
@@ -484,7 +471,7 @@ def _table_for(module: torch.nn.Module) -> dict[str, str]:
         table = dict(_SPATIAL_TRANSFORMER)
         for k in range(len(module.blocks)):
             table.update({f"blocks.{k}.{ours}": f"transformer_blocks.{k}.{theirs}"
-                          for ours, theirs in _TRANSFORMER_BLOCK.items()})  # fmt: skip
+                          for ours, theirs in TRANSFORMER_BLOCK_KEYS.items()})  # fmt: skip
         return table
     raise TypeError(f"no CompVis key table for {type(module).__name__}")
 

@@ -276,7 +276,8 @@ _SELF_ATTENTION = {
     "attn.out_proj": "to_out.0",
 }
 _SPATIAL_TRANSFORMER = {"norm": "norm", "proj_in": "proj_in", "proj_out": "proj_out"}
-_TRANSFORMER_BLOCK = {
+# Our TransformerBlock parameter -> the diffusers / CompVis BasicTransformerBlock name (the two agree).
+TRANSFORMER_BLOCK_KEYS = {
     "self_attn_norm": "norm1",
     "self_attn.q_proj": "attn1.to_q",
     "self_attn.k_proj": "attn1.to_k",
@@ -311,7 +312,7 @@ def _table_for(module: torch.nn.Module) -> dict[str, str]:
     if isinstance(module, SpatialTransformer):
         table = dict(_SPATIAL_TRANSFORMER)
         for k in range(len(module.blocks)):
-            for ours, theirs in _TRANSFORMER_BLOCK.items():
+            for ours, theirs in TRANSFORMER_BLOCK_KEYS.items():
                 table[f"blocks.{k}.{ours}"] = f"transformer_blocks.{k}.{theirs}"
         return table
     raise TypeError(f"no diffusers key table for {type(module).__name__}")
