@@ -29,10 +29,10 @@ from torch import nn
 from ..loading import atomic_directory
 from .checkpoint import (
     KILL_AT_STEP,
+    checkpoint_step,
     load_checkpoint,
     maybe_fault,
     resolve_resume,
-    save_checkpoint,
 )
 from .common import (
     Progress,
@@ -40,6 +40,7 @@ from .common import (
     build_optimizer,
     image_grid,
     make_accelerator,
+    make_batch_stream,
     save_samples,
     seed_all,
     seed_per_process,
@@ -47,7 +48,7 @@ from .common import (
     write_json,
 )
 from .config import AutoencoderTrainingConfig, config_to_dict
-from .data import BatchStream, ImageTransform, RowReader, check_columns, open_dataset
+from .data import ImageTransform, RowReader, check_columns, open_dataset
 from .losses import (
     PatchDiscriminator,
     adaptive_weight,
@@ -115,12 +116,7 @@ def train_autoencoder(config: AutoencoderTrainingConfig) -> Path:
     check_columns(ds, {"image": config.image_column})
     reader = RowReader(config.image_column, convert_images=config.convert_images)
     transform = ImageTransform(config.resolution, config.crop, config.random_flip, config.seed)
-    stream = BatchStream(ds, reader, transform, config.batch_size, seed=config.seed,
-                         process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                         streaming=config.streaming, shuffle_buffer=config.shuffle_buffer,
-                         skip_bad_rows=config.skip_bad_rows, num_workers=config.num_workers)
-    if stream.skipped and accelerator.is_main_process:
-        print(f"skipped {len(stream.skipped)} bad rows; first: {stream.skipped[0]}")
+    stream = make_batch_stream(ds, reader, transform, config, accelerator)
 
     # ---- models and losses
     vae = build_autoencoder(config.model)
@@ -225,10 +221,7 @@ def train_autoencoder(config: AutoencoderTrainingConfig) -> Path:
 
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             extra["train_seconds"] = seconds_before + time.perf_counter() - start_time
-            save_checkpoint(accelerator, output / "checkpoints", step, total_limit=config.checkpoints_total_limit,
-                            trainer_state={"data": stream.state_dict(), "extra": extra,
-                                           "config": config_to_dict(config)},
-                            process_state=stream.state_dict(), **parts)
+            checkpoint_step(accelerator, config, output, step, stream, extra, parts)
         if config.sample_every and step % config.sample_every == 0 and accelerator.is_main_process:
             _write_reconstructions(accelerator, config, raw_model.vae, fixed, step)
     progress.close()

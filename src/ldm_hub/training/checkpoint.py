@@ -199,3 +199,13 @@ def load_checkpoint(
         restore_rng_state(process["rng"])
         data_state = process["data"]
     return state, data_state
+
+
+def checkpoint_step(accelerator, config, output, step: int, stream, extra: dict, parts: dict) -> None:
+    """Write ``checkpoints/checkpoint-<step>`` with everything exact resume needs: ``parts`` (models, optimizers,
+    schedulers, EMA), the data position, the resolved config and ``extra`` (e.g. the training time so far)."""
+    from .config import config_to_dict
+
+    save_checkpoint(accelerator, output / "checkpoints", step, total_limit=config.checkpoints_total_limit,
+                    trainer_state={"data": stream.state_dict(), "extra": extra, "config": config_to_dict(config)},
+                    process_state=stream.state_dict(), **parts)

@@ -175,3 +175,16 @@ def seed_per_process(seed: int, accelerator) -> None:
     from accelerate.utils import set_seed
 
     set_seed(seed + accelerator.process_index)
+
+
+def make_batch_stream(ds, reader, transform, config: TrainingConfig, accelerator):
+    """This process's shard of the data as batches (resumable), reporting skipped bad rows once."""
+    from .data import BatchStream
+
+    stream = BatchStream(ds, reader, transform, config.batch_size, seed=config.seed,
+                         process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+                         streaming=config.streaming, shuffle_buffer=config.shuffle_buffer,
+                         skip_bad_rows=config.skip_bad_rows, num_workers=config.num_workers)
+    if stream.skipped and accelerator.is_main_process:
+        print(f"skipped {len(stream.skipped)} bad rows; first: {stream.skipped[0]}")
+    return stream

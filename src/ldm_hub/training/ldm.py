@@ -35,10 +35,10 @@ from torch import nn
 from ..loading import read_json
 from .checkpoint import (
     KILL_AT_STEP,
+    checkpoint_step,
     load_checkpoint,
     maybe_fault,
     resolve_resume,
-    save_checkpoint,
 )
 from .common import (
     Progress,
@@ -46,6 +46,7 @@ from .common import (
     build_optimizer,
     image_grid,
     make_accelerator,
+    make_batch_stream,
     save_samples,
     seed_all,
     seed_per_process,
@@ -378,12 +379,7 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
                        segmentation_column=segmentation_column,
                        segmentation_categories=list(LABELS) if draw_layouts else None)
     transform = ImageTransform(config.resolution, config.crop, config.random_flip, config.seed, low_res_size)
-    stream = BatchStream(ds, reader, transform, config.batch_size, seed=config.seed,
-                         process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                         streaming=config.streaming, shuffle_buffer=config.shuffle_buffer,
-                         skip_bad_rows=config.skip_bad_rows, num_workers=config.num_workers)
-    if stream.skipped and accelerator.is_main_process:
-        print(f"skipped {len(stream.skipped)} bad rows; first: {stream.skipped[0]}")
+    stream = make_batch_stream(ds, reader, transform, config, accelerator)
     sample_inputs = _sample_inputs(stream, config)
 
     optimizer = build_optimizer(model.parameters(), config)
@@ -468,10 +464,7 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
 
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             extra["train_seconds"] = seconds_before + time.perf_counter() - start_time
-            save_checkpoint(accelerator, output / "checkpoints", step, total_limit=config.checkpoints_total_limit,
-                            trainer_state={"data": stream.state_dict(), "extra": extra,
-                                           "config": config_to_dict(config)},
-                            process_state=stream.state_dict(), **parts)
+            checkpoint_step(accelerator, config, output, step, stream, extra, parts)
         if config.sample_every and step % config.sample_every == 0 and accelerator.is_main_process:
             pipe = _pipeline(raw, ema, vae, tokenizer, frozen_encoder, noise_schedule, scale)
             _write_samples(accelerator, config, pipe, sample_inputs, step)
