@@ -10,6 +10,7 @@ import PIL.Image
 import pytest
 import torch
 from diffusers_repos import celeba_pipeline, superres_pipeline, text2im_pipeline
+from utils import no_host_syncs
 
 import ldm_hub
 from ldm_hub import LDMPipeline
@@ -443,32 +444,10 @@ def test_sampling_loop_has_no_host_syncs(text_repo, monkeypatch):
     The one exception is the schedulers' order check of a *host* timestep (``_begin_step``), which they skip
     when the timestep lives on a device.
     """
-    import sys
-
     pipe = load(text_repo[0])
     embeds, negative = pipe.encode_prompt([PROMPT]), pipe.encode_prompt([""])
     calls = {"unet": 0, "step": 0}
-    originals = {name: getattr(torch.Tensor, name)
-                 for name in ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")}
-
-    def forbid(name):
-        def raiser(self, *args, **kwargs):
-            caller = sys._getframe(1).f_code.co_name
-            if caller == "_begin_step" and self.device.type == "cpu":
-                return originals[name](self, *args, **kwargs)
-            raise AssertionError(f"host sync: Tensor.{name} called inside the sampling loop (from {caller})")
-
-        return raiser
-
-    def guarded(fn, key):
-        def wrapper(*args, **kwargs):
-            calls[key] += 1
-            with monkeypatch.context() as m:
-                for name in originals:
-                    m.setattr(torch.Tensor, name, forbid(name))
-                return fn(*args, **kwargs)
-
-        return wrapper
+    guarded = no_host_syncs(monkeypatch, calls)
 
     monkeypatch.setattr(pipe.unet, "forward", guarded(pipe.unet.forward, "unet"))
     for scheduler in ("DDIMScheduler", "PLMSScheduler", "DPMSolverMultistepScheduler", "DDPMScheduler"):

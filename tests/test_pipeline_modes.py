@@ -9,14 +9,13 @@ guidance on/off, batches, saving, host syncs, and every bad input with its messa
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 import torch.nn.functional as F
-from utils import max_abs_diff, randomize_
+from utils import max_abs_diff, no_host_syncs, randomize_
 
 import ldm_hub
 from ldm_hub import (
@@ -505,29 +504,8 @@ def test_modes_run_in_bfloat16():
 # ---------------------------------------------------------------- speed hygiene
 def test_new_modes_have_no_host_syncs_in_the_loop(layout_pipe, class_pipe, semantic_pipe, inpaint_pipe, monkeypatch):
     """No tensor is read back to Python inside the loop (UNet, guidance, blending, scheduler step)."""
-    originals = {name: getattr(torch.Tensor, name)
-                 for name in ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")}
     calls = {"unet": 0}
-
-    def forbid(name):
-        def raiser(self, *args, **kwargs):
-            caller = sys._getframe(1).f_code.co_name
-            if caller == "_begin_step" and self.device.type == "cpu":  # the schedulers' host-timestep order check
-                return originals[name](self, *args, **kwargs)
-            raise AssertionError(f"host sync: Tensor.{name} called inside the sampling loop (from {caller})")
-
-        return raiser
-
-    def guarded(fn, key=None):
-        def wrapper(*args, **kwargs):
-            if key:
-                calls[key] += 1
-            with monkeypatch.context() as m:
-                for name in originals:
-                    m.setattr(torch.Tensor, name, forbid(name))
-                return fn(*args, **kwargs)
-
-        return wrapper
+    guarded = no_host_syncs(monkeypatch, calls)
 
     runs = [
         (layout_pipe, dict(layout=LAYOUT, guidance_scale=2.0)),

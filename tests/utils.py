@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 
 import torch
 
@@ -32,3 +34,37 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item()
+
+
+_HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+def no_host_syncs(monkeypatch, counts: dict | None = None) -> Callable:
+    """``guard(fn, key=None)``: a wrapper that makes every tensor → Python read inside ``fn`` raise.
+
+    On a GPU each such read is a device sync. The one exception is the schedulers' order check of a *host*
+    timestep (``_begin_step``), which they skip for a timestep on a device. ``counts[key]`` counts the calls.
+    """
+    originals = {name: getattr(torch.Tensor, name) for name in _HOST_READS}
+
+    def forbid(name):
+        def raiser(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_name
+            if caller == "_begin_step" and self.device.type == "cpu":
+                return originals[name](self, *args, **kwargs)
+            raise AssertionError(f"host sync: Tensor.{name} called inside the sampling loop (from {caller})")
+
+        return raiser
+
+    def guard(fn, key=None):
+        def wrapper(*args, **kwargs):
+            if key is not None:
+                counts[key] += 1
+            with monkeypatch.context() as m:
+                for name in originals:
+                    m.setattr(torch.Tensor, name, forbid(name))
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return guard
