@@ -15,6 +15,9 @@ Example (for a Lightning-style test checkpoint)::
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -143,3 +146,19 @@ def cond_stage_state_dict(cond_stage_config: Any, seed: int = 0, prefix: str = "
     if module is None:
         return {}
     return {prefix + key: value.detach().clone() for key, value in module.state_dict().items()}
+
+
+def import_original_encoders():
+    """The sdkit ``ldm.modules.encoders.modules``, imported with a stub ``open_clip`` (imported there, unused by
+    ClassEmbedder); sys.modules is restored afterwards."""
+    names = ("open_clip", "ldm.modules.encoders.modules")
+    saved = {name: sys.modules.get(name) for name in names}
+    sys.modules["open_clip"] = types.ModuleType("open_clip")
+    try:
+        return importlib.import_module("ldm.modules.encoders.modules")
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module

@@ -13,9 +13,6 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -28,6 +25,7 @@ from compvis_cond_fixtures import (
     RESCALER,
     TINY_COND_STAGE_CONFIGS,
     cond_stage_state_dict,
+    import_original_encoders,
     original_cond_stage,
 )
 from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig
@@ -191,20 +189,8 @@ def test_layout_bert_parity(cond_stage_config, atol, monkeypatch):
 
 @pytest.fixture(scope="module")
 def original_encoders():
-    """The sdkit ``ldm.modules.encoders.modules``, imported with a stub ``open_clip`` (imported there, unused by
-    ClassEmbedder); sys.modules is restored afterwards."""
     pytest.importorskip("ldm")
-    names = ("open_clip", "ldm.modules.encoders.modules")
-    saved = {name: sys.modules.get(name) for name in names}
-    sys.modules["open_clip"] = types.ModuleType("open_clip")
-    try:
-        return importlib.import_module("ldm.modules.encoders.modules")
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+    return import_original_encoders()
 
 
 @pytest.mark.parametrize("zoo_name", ["cin256", "cin256-v2"])

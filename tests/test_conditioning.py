@@ -8,12 +8,9 @@ original source's semantics, plus hand-computed token values.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import random
-import sys
-import types
 
 import numpy as np
 import PIL.Image
@@ -187,19 +184,10 @@ def test_layout_tokenizer_bad_config():
 # ---------------------------------------------------------------- ClassEmbedder
 @pytest.fixture(scope="module")
 def compvis_encoders():
-    """The sdkit ``ldm.modules.encoders.modules`` (it imports open_clip, unused by ClassEmbedder: stubbed)."""
     pytest.importorskip("ldm")
-    names = ("open_clip", "ldm.modules.encoders.modules")
-    saved = {name: sys.modules.get(name) for name in names}
-    sys.modules["open_clip"] = types.ModuleType("open_clip")
-    try:
-        return importlib.import_module("ldm.modules.encoders.modules")
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+    from compvis_cond_fixtures import import_original_encoders
+
+    return import_original_encoders()
 
 
 @pytest.mark.parametrize("num_classes,embed_dim,null_class", [(1000, 512, None), (1001, 512, 1000), (11, 16, 10)])
