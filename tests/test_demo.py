@@ -476,3 +476,36 @@ def test_space_entry_point_without_a_model_is_a_clean_error(tmp_path, monkeypatc
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "model folder not found" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ a map model with a layout planner
+def test_planner_backed_map_model_serves_text_and_layout_tabs():
+    """The shipped default's design: one semantic-map model behind the text, layout and map tabs (no guidance)."""
+    from ldm_hub import LayoutPlanner, SemanticMapEncoder
+
+    torch.manual_seed(0)
+    planner = LayoutPlanner(labels=LAYOUT_CATEGORIES + ["yellow circle"])
+    pipe = LDMPipeline(vae=_part("superres-tiny", "vae"), unet=_part("superres-tiny", "unet"),
+                       scheduler=_scheduler("superres-tiny"),
+                       cond_encoder=SemanticMapEncoder(num_classes=5, out_channels=3).eval(), layout_planner=planner)
+    demo = build_demo([pipe], SETTINGS, model_names={"semantic": "planned"})
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert {"/text_to_image", "/layout_to_image", "/semantic_to_image"} <= set(endpoints)
+        gallery, _ = client.predict("a red circle and a blue square", steps=2, seed=5, api_name="/text_to_image")
+        expected = reference(pipe, 5, prompt="a red circle and a blue square", num_inference_steps=2)
+        assert_same_image(gallery_paths(gallery)[0], expected[0])
+        rows = {"headers": ["label", "x0", "y0", "x1", "y1"], "data": [["green triangle", 0.1, 0.1, 0.5, 0.5]]}
+        gallery, _ = client.predict(rows, steps=2, seed=6, api_name="/layout_to_image")
+        expected = reference(pipe, 6, layout=[{"label": "green triangle", "box": [0.1, 0.1, 0.5, 0.5]}],
+                             num_inference_steps=2)
+        assert_same_image(gallery_paths(gallery)[0], expected[0])
+        with pytest.raises(AppError, match="has no guidance: leave the negative prompt empty"):
+            client.predict("a red circle", negative_prompt="a blue square", steps=1, api_name="/text_to_image")
+        with pytest.raises(AppError, match="names none of this model's 4 objects"):
+            client.predict("a purple cat", steps=1, api_name="/text_to_image")
+    finally:
+        demo.close()

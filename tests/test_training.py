@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ldm_hub.data.shapes import make_shapes_dataset
+from ldm_hub.data.shapes import LABELS, make_shapes_dataset
 from ldm_hub.training import AutoencoderTrainingConfig, BadRowError, LDMTrainingConfig
 from ldm_hub.training.config import build_config, read_config_file
 from ldm_hub.training.data import BatchStream, ImageTransform, RowReader, check_columns
@@ -283,6 +283,10 @@ def test_train_ldm_every_mode_gives_a_loadable_pipeline(tmp_path, autoencoder, m
     image = pipe(num_inference_steps=2, output_type="np", **kwargs).images
     assert image.shape == (1, 64, 64, 3)
     assert (out / "samples" / "step-00000002.png").is_file()
+    if mode == "semantic":  # maps drawn from the layouts: the saved planner serves captions and boxes too
+        assert pipe.tasks == ("text", "layout", "semantic")
+        assert pipe.layout_planner.labels == list(LABELS) and pipe.layout_planner.config.max_objects <= 3
+        assert pipe(prompt="a red circle", num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)
     if mode == "text":
         assert len(pipe.tokenizer) < 30  # --vocab captions: the words of the captions only
         assert pipe.tokenizer.tokenize("a red circle") == ["a", "red", "circle"]

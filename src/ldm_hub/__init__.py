@@ -17,12 +17,14 @@ _EXPORTS = {
     "LDMUNet": ".models.unet",
     "LDMBertModel": ".conditioning.text",
     "LayoutTokenizer": ".conditioning.layout",
+    "LayoutPlanner": ".conditioning.layout_planner",
     "ClassEmbedder": ".conditioning.class_label",
     "SemanticMapEncoder": ".conditioning.semantic_map",
     "DDPMScheduler": ".schedulers.ddpm",
     "DDIMScheduler": ".schedulers.ddim",
     "PLMSScheduler": ".schedulers.plms",
     "DPMSolverMultistepScheduler": ".schedulers.dpm_solver",
+    "default_model_path": ".defaults",
 }
 __all__ = sorted(_EXPORTS)
 # diffusers' pipeline loader looks its loadable base classes up in a component's library (getattr(ldm_hub,

@@ -1,7 +1,8 @@
 """The ldm_hub Gradio demo: one tab per conditioning mode of the loaded models.
 
-Each loaded :class:`~ldm_hub.LDMPipeline` says what it does through ``pipe.conditioning``; the app shows the
-matching tab and names its API endpoint after the task:
+Each loaded :class:`~ldm_hub.LDMPipeline` says what it does through ``pipe.tasks`` (its ``conditioning``, plus
+text and layout for a semantic-map model with a :class:`~ldm_hub.LayoutPlanner`); the app shows the matching
+tabs and names each API endpoint after the task:
 
 =================  ==============================  ====================================================
 ``conditioning``   tab                             API endpoint (main input first)
@@ -398,6 +399,13 @@ def _controls(pipe, settings: DemoSettings, prefix: str, *, guidance: float | No
     return _Controls(steps, seed, randomize, scheduler, guidance_slider, num_images, height, width)
 
 
+def _guided(pipe) -> bool:
+    """Whether the model has an unconditional input for classifier-free guidance (cross-attention models)."""
+    from .pipelines.ldm_pipeline import CONDITIONING_KEYS
+
+    return CONDITIONING_KEYS[pipe.conditioning] == "crossattn"
+
+
 def _result_gallery(prefix: str) -> gr.Gallery:
     return gr.Gallery(label="result (PNG)", format="png", columns=2, elem_id=f"{prefix}-gallery",
                       buttons=["download", "download_all", "fullscreen"], interactive=False)
@@ -423,22 +431,28 @@ def _listen(button: gr.Button, fn: Callable, inputs: list, outputs: list, api_na
 
 def _text_tab(pipe, settings: DemoSettings):
     prefix, api_name = "text", MODES["text"][1]
+    guided = _guided(pipe)  # a planner-backed map model has no unconditional input: no guidance, no negatives
+    guidance_default = settings.default_text_guidance if guided else 1.0
     with gr.Row():
         with gr.Column():
             prompt = gr.Textbox(label="prompt", placeholder="a red circle and a blue square", lines=2,
                                 max_length=settings.max_prompt_chars, elem_id=f"{prefix}-prompt")
             negative = gr.Textbox(label="negative prompt (replaces the empty prompt in guidance)", value="",
-                                  max_length=settings.max_prompt_chars, elem_id=f"{prefix}-negative")
-            c = _controls(pipe, settings, prefix, guidance=settings.default_text_guidance, batch=True, size=True)
+                                  max_length=settings.max_prompt_chars, elem_id=f"{prefix}-negative", visible=guided)
+            c = _controls(pipe, settings, prefix, guidance=guidance_default if guided else None, batch=True,
+                          size=True)
             button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
             gallery = _result_gallery(prefix)
 
-    def text_to_image(prompt, negative_prompt="", steps=settings.default_steps,
-                      guidance_scale=settings.default_text_guidance, seed=0, randomize_seed=False,
-                      scheduler=DEFAULT_SCHEDULER, num_images=1, height=None, width=None, progress=gr.Progress()):
+    def text_to_image(prompt, negative_prompt="", steps=settings.default_steps, guidance_scale=guidance_default,
+                      seed=0, randomize_seed=False, scheduler=DEFAULT_SCHEDULER, num_images=1, height=None, width=None,
+                      progress=gr.Progress()):
         if not prompt or not str(prompt).strip():
             raise _error("enter a prompt")
+        if not guided and ((negative_prompt or "").strip() or guidance_scale not in (None, 1, 1.0)):
+            raise _error("this model plans boxes from the prompt and has no guidance: leave the negative prompt "
+                         "empty and the guidance scale at 1")
         for name, text in (("prompt", prompt), ("negative prompt", negative_prompt or "")):
             if len(text) > settings.max_prompt_chars:
                 raise _error(f"the {name} has {len(text)} characters; the limit is {settings.max_prompt_chars}")
@@ -451,7 +465,8 @@ def _text_tab(pipe, settings: DemoSettings):
                          num_images_per_prompt=num_images, **_checked_size(pipe, settings, height, width))
         return _gallery(images, f"seed {seed}"), seed
 
-    inputs = [prompt, negative, c.steps, c.guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height,
+    guidance = c.guidance if c.guidance is not None else gr.State(1.0)
+    inputs = [prompt, negative, c.steps, guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height,
               c.width]
     _listen(button, text_to_image, inputs, [gallery, c.seed], api_name, settings)
     prompt.submit(text_to_image, inputs=inputs, outputs=[gallery, c.seed], api_visibility="private",
@@ -462,9 +477,11 @@ def _text_tab(pipe, settings: DemoSettings):
 
 def _layout_tab(pipe, settings: DemoSettings):
     prefix, api_name = "layout", MODES["layout"][1]
-    config = getattr(pipe.tokenizer, "config", {}) or {}
-    categories = config.get("categories")
+    planner = getattr(pipe, "layout_planner", None)
+    config = (planner.config if planner is not None else getattr(pipe.tokenizer, "config", {})) or {}
+    categories = config.get("labels") if planner is not None else config.get("categories")
     max_objects = config.get("max_objects")
+    guided = _guided(pipe)
     first = list(categories[:2]) if categories else [0, 1]
     while len(first) < 2:
         first.append(first[0])
@@ -488,7 +505,7 @@ def _layout_tab(pipe, settings: DemoSettings):
                                  label=f"boxes: corners as fractions of the image, origin top left ({note})",
                                  elem_id=f"{prefix}-table")
             overlay = gr.Checkbox(False, label="draw the boxes on the result", elem_id=f"{prefix}-overlay")
-            c = _controls(pipe, settings, prefix, guidance=1.0, batch=True, size=True)
+            c = _controls(pipe, settings, prefix, guidance=1.0 if guided else None, batch=True, size=True)
             button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
             preview = gr.Image(_preview(default_rows), label="layout preview", format="png", interactive=False,
@@ -511,7 +528,8 @@ def _layout_tab(pipe, settings: DemoSettings):
         return _gallery(images, f"seed {seed}"), seed
 
     table.change(_preview, inputs=[table], outputs=[preview], api_visibility="private")
-    inputs = [table, overlay, c.steps, c.guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height,
+    guidance = c.guidance if c.guidance is not None else gr.State(1.0)
+    inputs = [table, overlay, c.steps, guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height,
               c.width]
     _listen(button, layout_to_image, inputs, [gallery, c.seed], api_name, settings)
 
@@ -708,13 +726,16 @@ def _by_mode(pipelines: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
     else:
         items = list(pipelines)
     by_mode: dict[str, Any] = {}
-    for pipe in items:
+    for pipe in items:  # each model's own conditioning first
         mode = pipe.conditioning
         if mode not in MODES:
             raise ValueError(f"the demo has no tab for conditioning {mode!r}")
         if mode in by_mode:
             raise ValueError(f"two models do {mode!r}; load one model per task")
         by_mode[mode] = pipe
+    for pipe in items:  # then what a model also serves (a planner-backed map model: text, layout)
+        for task in getattr(pipe, "tasks", (pipe.conditioning,)):
+            by_mode.setdefault(task, pipe)
     if not by_mode:
         raise ValueError("no model to serve")
     return by_mode
@@ -805,6 +826,9 @@ def load_pipelines(models: Sequence[str] | None = None, *, device: str = "cpu",
         if mode in pipelines:
             raise ValueError(f"{name} and {model_names[mode]} are both {mode!r} models; pass one model per task")
         pipelines[mode], model_names[mode] = pipe, name
+    for mode, pipe in list(pipelines.items()):
+        for task in pipe.tasks:
+            model_names.setdefault(task, model_names[mode])
     return pipelines, model_names
 
 

@@ -316,24 +316,26 @@ def evaluate(
         for b in batches:
             outputs += reconstruct(vae, [r["image"] for r in rows[b: b + batch_size]])
     else:
-        from .pipelines.ldm_pipeline import LDMPipeline
+        from .pipelines.ldm_pipeline import CONDITIONING_KEYS, LDMPipeline
 
         pipe = LDMPipeline.from_pretrained(model).to(device)
         pipe.set_progress_bar_config(disable=True)
         expected = {"text": ("text",), "layout": ("layout", "semantic"), "superres": ("superres",)}[task]
-        if pipe.conditioning not in expected:
+        if pipe.conditioning not in expected and task not in pipe.tasks:
             raise ValueError(f"{model} is a {pipe.conditioning!r} model; --task {task} needs a "
                              f"{' or '.join(repr(e) for e in expected)} model")
         for b in batches:
             chunk = rows[b: b + batch_size]
             generators = [torch.Generator(device).manual_seed(seed + b + i) for i in range(len(chunk))]
             kwargs = dict(num_inference_steps=steps, generator=generators, output_type="np")
-            if task == "text":
-                kwargs.update(prompt=[r["caption"] for r in chunk], guidance_scale=guidance_scale)
+            # guidance where the model has an unconditional input (cross-attention conditioning)
+            guidance = {"guidance_scale": guidance_scale} if CONDITIONING_KEYS[pipe.conditioning] == "crossattn" else {}
+            if task == "text":  # the caption only (a semantic-map model plans the boxes itself)
+                kwargs.update(prompt=[r["caption"] for r in chunk], **guidance)
+            elif task == "layout" and "layout" in pipe.accepted_inputs:
+                kwargs.update(layout=[r["layout"] for r in chunk], **guidance)
             elif task == "layout" and pipe.conditioning == "semantic":  # boxes drawn as a segmentation map
                 kwargs["segmentation"] = [layout_to_segmentation(r["layout"], r["image"].size, LABELS) for r in chunk]
-            elif task == "layout":
-                kwargs.update(layout=[r["layout"] for r in chunk], guidance_scale=guidance_scale)
             else:
                 kwargs.update(image=[r["low_res"] for r in chunk])
             outputs += [_to_pil(a) for a in pipe(**kwargs).images]

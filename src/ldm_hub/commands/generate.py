@@ -3,6 +3,10 @@
 The condition flags follow the model's mode (``LDMPipeline.conditioning``): ``--prompt`` (text), ``--layout``
 (layout-to-image), ``--class-label`` (class-conditional), ``--segmentation`` (semantic synthesis),
 ``--image`` (super-resolution) or ``--image`` + ``--mask`` (inpainting); none for an unconditional model.
+Without ``--model`` the model shipped in the package is used (:func:`ldm_hub.default_model_path`): the
+super-resolution one with ``--image``, else the text + layout one — so on a fresh install, with no download,
+
+    ldm-hub generate --prompt "a red circle and a blue square" --output out.png
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16":
 
 def add_parser(sub) -> None:
     gen = sub.add_parser("generate", help="sample images from a model folder or Hub repo")
-    gen.add_argument("--model", required=True, help="model folder or Hub repo id")
+    gen.add_argument("--model", help="model folder or Hub repo id (default: the model shipped in the package for "
+                     "the task: super-resolution with --image, else text + layout)")
     gen.add_argument("--prompt", help="text prompt (text-to-image models)")
     gen.add_argument("--negative-prompt", help="text used instead of '' for classifier-free guidance")
     gen.add_argument("--image", help="low-resolution input image (super-resolution models), or the image to "
@@ -136,7 +141,12 @@ def run(args) -> int:
         kwargs["tile_size"] = args.tile_size
     if args.tile_overlap is not None:
         kwargs["tile_overlap"] = args.tile_overlap
-    pipe = LDMPipeline.from_pretrained(args.model)
+    model = args.model
+    if model is None:
+        task = "superres" if args.image else "layout" if args.layout is not None else "text"
+        model = ldm_hub.default_model_path(task)
+        print(f"using the shipped default {task} model ({model})")
+    pipe = LDMPipeline.from_pretrained(model)
     if args.scheduler:
         cls = getattr(ldm_hub, SCHEDULERS[args.scheduler])
         pipe.scheduler = cls.from_config(pipe.scheduler.config)

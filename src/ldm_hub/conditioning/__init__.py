@@ -5,6 +5,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "LDMBertModel": ".text",
     "LayoutTokenizer": ".layout",
+    "LayoutPlanner": ".layout_planner",
     "ClassEmbedder": ".class_label",
     "SemanticMapEncoder": ".semantic_map",
 }

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
+from ..config_component import ConfigComponent, register_with_diffusers
 from ..hub_mixin import HubMixin
 
 # Values per object in the token sequence: category, top-left corner, bottom-right corner.
@@ -34,7 +34,7 @@ OBJECT_KEYS = ("label", "box")
 _KNOWN_SHOWN = 8
 
 
-class LayoutTokenizer(HubMixin, ConfigMixin):
+class LayoutTokenizer(HubMixin, ConfigComponent, ConfigMixin):
     r"""Bounding-box layouts → token ids for τ_θ (taming's ``ObjectsBoundingBoxConditionalBuilder``).
 
     A saveable config object: ``save_pretrained(dir)`` writes ``tokenizer_config.json`` (the category names
@@ -250,31 +250,10 @@ class LayoutTokenizer(HubMixin, ConfigMixin):
             layouts.append(layout)
         return layouts
 
-    # ------------------------------------------------------------------ saving and loading
-    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
-        """Write ``tokenizer_config.json`` (the config, category names included) into ``save_directory``."""
-        self.save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "LayoutTokenizer":
-        """Read a tokenizer saved by :meth:`save_pretrained` (a folder, or a Hub repo with ``subfolder=``)."""
-        config = cls.load_config(pretrained_model_name_or_path, **kwargs)
-        return cls.from_config(config)
-
     def __repr__(self) -> str:
         names = "ids only" if self._categories is None else f"{len(self._categories)} categories"
         return (f"{type(self).__name__}(vocab_size={self.config.vocab_size}, max_objects={self.config.max_objects}, "
                 f"{names}, sequence_length={self.sequence_length})")
 
 
-def _register_with_diffusers() -> None:
-    """Let diffusers' ``DiffusionPipeline.save_pretrained`` (and its loader) find this config-only component's
-    save/load methods; it only knows ModelMixin, SchedulerMixin and transformers' classes by default."""
-    from diffusers.pipelines import pipeline_loading_utils
-
-    methods = ["save_pretrained", "from_pretrained"]
-    pipeline_loading_utils.LOADABLE_CLASSES.setdefault("ldm_hub", {})[LayoutTokenizer.__name__] = methods
-    pipeline_loading_utils.ALL_IMPORTABLE_CLASSES[LayoutTokenizer.__name__] = methods
-
-
-_register_with_diffusers()
+register_with_diffusers(LayoutTokenizer)

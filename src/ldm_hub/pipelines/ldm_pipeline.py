@@ -99,8 +99,10 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
 
     Components: ``vae`` (KL or VQ autoencoder, E and D), ``unet`` (ε_θ), ``scheduler``, ``cond_encoder``
     (τ_θ: LDMBertModel / any transformers encoder, ClassEmbedder, SemanticMapEncoder, or None) and ``tokenizer``
-    (a text tokenizer, a LayoutTokenizer, or None). The conditioning mode follows from them (see
-    :attr:`conditioning`) and decides which inputs ``__call__`` takes.
+    (a text tokenizer, a LayoutTokenizer, or None), and ``layout_planner`` (a :class:`~ldm_hub.LayoutPlanner`
+    beside a semantic-map model, or None). The conditioning mode follows from them (see :attr:`conditioning`)
+    and decides which inputs ``__call__`` takes (:attr:`accepted_inputs`); a semantic-map model with a layout
+    planner also takes ``prompt`` (caption → planned layout → map) and ``layout`` (boxes → map).
 
     Example:
         ```py
@@ -117,11 +119,15 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "cond_encoder->unet->vae"
-    _optional_components = ["cond_encoder", "tokenizer"]
+    _optional_components = ["cond_encoder", "tokenizer", "layout_planner"]
 
-    def __init__(self, vae, unet, scheduler, cond_encoder=None, tokenizer=None):
+    def __init__(self, vae, unet, scheduler, cond_encoder=None, tokenizer=None, layout_planner=None):
         super().__init__()
-        self.register_modules(vae=vae, unet=unet, scheduler=scheduler, cond_encoder=cond_encoder, tokenizer=tokenizer)
+        if layout_planner is not None and not isinstance(cond_encoder, SemanticMapEncoder):
+            raise ValueError("a `layout_planner` draws maps for a semantic-map model: `cond_encoder` must be a "
+                             f"SemanticMapEncoder, got {type(cond_encoder).__name__}")
+        self.register_modules(vae=vae, unet=unet, scheduler=scheduler, cond_encoder=cond_encoder, tokenizer=tokenizer,
+                              layout_planner=layout_planner)
 
     def register_modules(self, **kwargs):
         """As diffusers, but ldm_hub's classes are recorded as ``["ldm_hub", "ClassName"]`` in model_index.json."""
@@ -167,6 +173,22 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         if extra == 0:
             return "unconditional"
         return "inpaint" if extra == self.latent_channels + MASK_CHANNELS else "superres"
+
+    @property
+    def accepted_inputs(self) -> tuple[str, ...]:
+        """The ``__call__`` arguments that carry y for this model (a planner adds ``prompt`` and ``layout``)."""
+        takes = MODE_INPUTS[self.conditioning]
+        if self.conditioning == "semantic" and getattr(self, "layout_planner", None) is not None:
+            takes = ("prompt", "layout") + takes
+        return takes
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """What this pipeline generates from: its conditioning mode, plus ``"text"`` and ``"layout"`` for a
+        semantic-map model with a layout planner (the demo and ``ldm-hub generate`` read this)."""
+        if "prompt" in self.accepted_inputs and self.conditioning != "text":
+            return ("text", "layout", self.conditioning)
+        return (self.conditioning,)
 
     @property
     def text_max_length(self) -> int:
@@ -319,6 +341,35 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
             labels = torch.cat([self.cond_encoder.null_labels(batch, device), labels])  # (2B,)
         return batch, self.cond_encoder(labels)  # (B or 2B, 1, d)
 
+    def _plan_segmentation(self, prompt, layout, segmentation, n: int, generator, height, width):
+        """``prompt`` or ``layout`` → index maps through the layout planner (semantic-map models).
+
+        Each of the B·n images of a prompt gets its own planned layout, drawn with its own generator when
+        ``generator`` is a list, so the maps come back already repeated: (maps, num_images_per_prompt=1).
+        """
+        if segmentation is not None or (prompt is not None and layout is not None):
+            raise ValueError("pass one of `prompt`, `layout` and `segmentation`")
+        default = self.unet.config.sample_size * self.vae_scale_factor
+        size = (default if width is None else width, default if height is None else height)
+        if prompt is not None:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+            if not prompts:
+                raise ValueError("`prompt` is an empty list")
+            expanded = [p for p in prompts for _ in range(n)]
+            if isinstance(generator, list) and len(generator) != len(expanded):
+                raise ValueError(f"got {len(generator)} generators for a batch of {len(expanded)} images")
+            layouts = self.layout_planner.plan(expanded, generator=generator)
+        else:
+            if isinstance(layout, torch.Tensor):
+                raise ValueError("this model draws `layout` as a map: pass label/box dicts, not token ids")
+            if not isinstance(layout, (list, tuple)) or not layout:
+                raise ValueError("`layout` must be a list of {'label': ..., 'box': [x0, y0, x1, y1]} objects, "
+                                 f"or a list of such lists, got {layout!r}")
+            single = all(isinstance(obj, dict) for obj in layout)
+            layouts = [list(layout)] if single else [list(item) for item in layout]
+            layouts = [item for item in layouts for _ in range(n)]
+        return self.layout_planner.rasterize(layouts, size), 1
+
     @torch.no_grad()
     def _encode_segmentation(self, segmentation, device) -> torch.Tensor:
         """τ_θ(y) for a segmentation map: (B, C, h, w) at the latent size, to stack onto z_t."""
@@ -436,10 +487,15 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
 
     def _check_mode_inputs(self, mode: str, given: dict[str, Any]) -> None:
         """Inputs another mode takes are an error naming this model's mode and what it takes."""
-        takes = MODE_INPUTS[mode]
+        takes = self.accepted_inputs
         stray = [name for name, value in given.items() if value is not None and name not in takes]
         if not stray:
             return
+        if mode != "text" and "prompt" in takes and set(stray) & set(MODE_INPUTS["text"]):
+            raise ValueError(
+                f"{', '.join(f'`{name}`' for name in stray)} cannot be used with this model: it reads a `prompt` "
+                f"only through its layout planner (caption → boxes → {mode} map), with no text encoder"
+            )
         if mode != "text" and set(stray) & set(MODE_INPUTS["text"]):
             raise ValueError(
                 f"this model has no text encoder (conditioning {mode!r}): `prompt`/`negative_prompt`/"
@@ -577,6 +633,10 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
             "negative_prompt_embeds": negative_prompt_embeds, "image": image, "layout": layout,
             "class_labels": class_labels, "segmentation": segmentation, "mask_image": mask_image,
         })
+        if mode == "semantic" and (prompt is not None or layout is not None):
+            segmentation, num_images_per_prompt = self._plan_segmentation(
+                prompt, layout, segmentation, num_images_per_prompt, generator, height, width
+            )
         tiles = self._tile_plan(tile_size, tile_overlap, tile_batch_size, mode)
         guide = guidance_scale != 1.0
         if guide and CONDITIONING_KEYS[mode] != "crossattn":
@@ -775,7 +835,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         commit sha; ``cache_dir``; ``token``; ``local_files_only``, or ``HF_HUB_OFFLINE=1``, reads the cache
         only). ``variant="fp16"`` loads ``*.fp16.safetensors``; ``torch_dtype`` casts the models.
         """
-        allowed = {"vae", "unet", "scheduler", "cond_encoder", "tokenizer"}
+        allowed = {"vae", "unet", "scheduler", "cond_encoder", "tokenizer", "layout_planner"}
         unknown = set(components) - allowed
         if unknown:
             raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; components are {sorted(allowed)}")

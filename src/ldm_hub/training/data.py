@@ -35,6 +35,7 @@ import PIL.Image
 import torch
 
 from .config import DataConfig
+from ..conditioning.layout_planner import layout_to_segmentation  # noqa: F401  (re-exported: the trainers draw maps)
 
 SHAPES_DEFAULT_ROWS = 10_000
 # datasets writes one of these into a save_to_disk folder.
@@ -187,29 +188,6 @@ def check_layout(value, row: int, column: str) -> list[dict]:
 
 
 INDEX_MAP_MODES = ("L", "P", "I", "I;16")
-
-
-def layout_to_segmentation(layout, size: tuple[int, int], categories: Sequence[str]) -> PIL.Image.Image:
-    """Draw a layout as an index map (PIL mode "L"): 0 = background, box pixels = 1 + the label's index.
-
-    Boxes are filled in order, so a later box covers an earlier one where they overlap.
-
-    Example:
-        >>> m = layout_to_segmentation([{"label": "b", "box": [0, 0, 0.5, 0.5]}], (4, 4), ["a", "b"])
-        >>> np.asarray(m).tolist()
-        [[2, 2, 0, 0], [2, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
-    """
-    width, height = size
-    index = {name: i + 1 for i, name in enumerate(categories)}
-    canvas = np.zeros((height, width), dtype=np.uint8)
-    for k, obj in enumerate(layout):
-        label = obj["label"]
-        if label not in index:
-            raise ValueError(f"object {k} label {label!r} is not one of the {len(categories)} categories, "
-                             f"e.g. {list(categories)[:4]}")
-        x0, y0, x1, y1 = obj["box"]
-        canvas[round(y0 * height): round(y1 * height), round(x0 * width): round(x1 * width)] = index[label]
-    return PIL.Image.fromarray(canvas, mode="L")
 
 
 @dataclass
@@ -582,3 +560,23 @@ def caption_vocabulary(ds, column: str, limit: int = 100_000) -> list[str]:
     if not words:
         warnings.warn(f"no words found in column {column!r}", stacklevel=2)
     return sorted(words)
+
+
+def fit_layout_planner(ds, column: str, labels: Sequence[str], limit: int = 10_000):
+    """A :class:`~ldm_hub.LayoutPlanner` fit on the first ``limit`` layouts of ``column`` (rows whose layout
+    does not pass :func:`check_layout` are left out of the fit; the training stream reports them)."""
+    import datasets
+
+    from ..conditioning.layout_planner import LayoutPlanner
+
+    if isinstance(ds, datasets.Dataset):
+        values = ds.select_columns([column])[:limit][column]
+    else:
+        values = [row.get(column) for _, row in zip(range(limit), ds)]
+    layouts = []
+    for i, value in enumerate(values):
+        try:
+            layouts.append(check_layout(value, i, column))
+        except BadRowError:
+            continue
+    return LayoutPlanner.fit(layouts, labels)

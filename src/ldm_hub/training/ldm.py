@@ -63,6 +63,7 @@ from .data import (
     check_columns,
     collate,
     column_names,
+    fit_layout_planner,
     open_dataset,
 )
 from .ema import ExponentialMovingAverage
@@ -378,6 +379,9 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
                        convert_images=config.convert_images,
                        segmentation_column=segmentation_column,
                        segmentation_categories=list(LABELS) if draw_layouts else None)
+    planner = base.layout_planner if fine_tune else None
+    if draw_layouts and planner is None:  # the map model also serves captions and boxes (LayoutPlanner)
+        planner = fit_layout_planner(ds, config.layout_column, LABELS)
     transform = ImageTransform(config.resolution, config.crop, config.random_flip, config.seed, low_res_size)
     stream = make_batch_stream(ds, reader, transform, config, accelerator)
     sample_inputs = _sample_inputs(stream, config)
@@ -466,7 +470,7 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
             extra["train_seconds"] = seconds_before + time.perf_counter() - start_time
             checkpoint_step(accelerator, config, output, step, stream, extra, parts)
         if config.sample_every and step % config.sample_every == 0 and accelerator.is_main_process:
-            pipe = _pipeline(raw, ema, vae, tokenizer, frozen_encoder, noise_schedule, scale)
+            pipe = _pipeline(raw, ema, vae, tokenizer, frozen_encoder, noise_schedule, scale, planner)
             _write_samples(accelerator, config, pipe, sample_inputs, step)
     progress.close()
     accelerator.wait_for_everyone()
@@ -474,7 +478,7 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
     if accelerator.is_main_process:
         if scale is None:
             scale = float(vae.config.scaling_factor)
-        pipe = _pipeline(raw, ema, vae, tokenizer, frozen_encoder, noise_schedule, scale)
+        pipe = _pipeline(raw, ema, vae, tokenizer, frozen_encoder, noise_schedule, scale, planner)
         _write_samples(accelerator, config, pipe, sample_inputs, step)
         info = {
             "kind": "ldm",
@@ -533,7 +537,7 @@ def _text_length(tokenizer, encoder) -> int:
     return min(int(n) for n in lengths if n and n < 1e6)
 
 
-def _pipeline(raw: Denoiser, ema, vae, tokenizer, frozen_encoder, noise_schedule, scale):
+def _pipeline(raw: Denoiser, ema, vae, tokenizer, frozen_encoder, noise_schedule, scale, planner=None):
     """An LDMPipeline with the EMA weights (copies; the training modules are untouched)."""
     from ..pipelines.ldm_pipeline import LDMPipeline
     from ..schedulers import DDIMScheduler
@@ -545,7 +549,8 @@ def _pipeline(raw: Denoiser, ema, vae, tokenizer, frozen_encoder, noise_schedule
     vae.register_to_config(scaling_factor=float(scale))  # the frozen first stage itself: training reads `scale`
     scheduler = DDIMScheduler(**{**SAMPLER_CONFIG, **noise_schedule})
     encoder = denoiser.cond_encoder if denoiser.cond_encoder is not None else frozen_encoder
-    return LDMPipeline(vae=vae, unet=denoiser.unet, scheduler=scheduler, cond_encoder=encoder, tokenizer=tokenizer)
+    return LDMPipeline(vae=vae, unet=denoiser.unet, scheduler=scheduler, cond_encoder=encoder, tokenizer=tokenizer,
+                       layout_planner=planner)
 
 
 def _clone(module: nn.Module) -> nn.Module:
