@@ -92,28 +92,48 @@ def test_cli_errors_are_clear(text_repo, tmp_path):
     assert proc.returncode == 2 and "missing.png" in proc.stderr
 
 
-def test_wheel_installs_and_runs(tmp_path):
-    """Build a real (non-editable) wheel, install it in a fresh venv, run `ldm-hub --help` and an import."""
-    root = Path(__file__).resolve().parents[1]
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist,
-                    root], check=True, timeout=300)
-    (wheel,) = dist.glob("ldm_hub-*.whl")
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
-    py = venv / "bin" / "python"
-    # Dependencies come from this environment's site-packages (a plain path entry: its .pth files, including
-    # the editable ldm_hub finder, are not processed); ldm_hub itself only from the wheel.
-    import sysconfig
+@pytest.mark.slow
+@pytest.mark.ci  # issue 4: the default models really ship in the wheel
+def test_wheel_installs_and_generates_with_the_shipped_models(tmp_path):
+    """A real (non-editable) wheel in a fresh venv: imports, `ldm-hub --help`, and `ldm-hub generate` with no
+    --model for text, layout and super-resolution — the images equal this tree's pipeline's for the same seed."""
+    import hashlib
 
-    purelib = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                           text=True).strip())
-    (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], check=True, timeout=300)
+    from utils import install_wheel
+
+    from ldm_hub import default_model_path
+
+    root = Path(__file__).resolve().parents[1]
+    venv = install_wheel(root, tmp_path)
+    py, cli = venv / "bin" / "python", venv / "bin" / "ldm-hub"
     code = ("import ldm_hub, ldm_hub.models, ldm_hub.schedulers; "
             "from ldm_hub import LDMPipeline, LDMUNet, AutoencoderKL, VQModel, LDMBertModel, DDIMScheduler, "
-            "PLMSScheduler, DDPMScheduler, DPMSolverMultistepScheduler; print(ldm_hub.__file__)")
-    where = subprocess.check_output([py, "-c", code], text=True, cwd=tmp_path).strip()
-    assert where.startswith(str(venv)), where
-    help_text = subprocess.check_output([venv / "bin" / "ldm-hub", "--help"], text=True)
-    assert "generate" in help_text
+            "PLMSScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LayoutPlanner; print(ldm_hub.__file__); "
+            "print(ldm_hub.default_model_path('text')); print(ldm_hub.default_model_path('superres'))")
+    where, text_dir, sr_dir = subprocess.check_output([py, "-c", code], text=True, cwd=tmp_path).split()
+    assert where.startswith(str(venv)) and text_dir.startswith(str(venv)) and sr_dir.startswith(str(venv)), where
+    for task, installed in (("text", text_dir), ("superres", sr_dir)):  # the same weight files as this tree's
+        for ours in sorted(default_model_path(task).rglob("*.safetensors")):
+            theirs = Path(installed) / ours.relative_to(default_model_path(task))
+            assert hashlib.sha256(theirs.read_bytes()).digest() == hashlib.sha256(ours.read_bytes()).digest()
+    assert "generate" in subprocess.check_output([cli, "--help"], text=True)
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    low_res = tmp_path / "low.png"
+    PIL.Image.new("RGB", (16, 16), (240, 238, 230)).save(low_res)
+    layout = '[{"label": "blue square", "box": [0.2, 0.2, 0.6, 0.6]}]'
+    cases = [("text", ["--prompt", "a red circle and a blue square"], {"prompt": "a red circle and a blue square"}),
+             ("layout", ["--layout", layout], {"layout": [{"label": "blue square", "box": [0.2, 0.2, 0.6, 0.6]}]}),
+             ("superres", ["--image", str(low_res)], {"image": PIL.Image.open(low_res)})]
+    for task, flags, kwargs in cases:
+        out = tmp_path / f"{task}.png"
+        proc = subprocess.run([cli, "generate", *flags, "--steps", "3", "--seed", "1", "--output", out],
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert f"using the shipped default {task} model" in proc.stdout
+        pipe = LDMPipeline.from_pretrained(default_model_path(task))
+        pipe.set_progress_bar_config(disable=True)
+        want = pipe(num_inference_steps=3, generator=torch.Generator().manual_seed(1), **kwargs).images[0]
+        got = np.asarray(PIL.Image.open(out).convert("RGB"), dtype=int)
+        assert got.shape == (64, 64, 3)
+        assert np.abs(got - np.asarray(want, dtype=int)).max() <= 1

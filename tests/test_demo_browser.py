@@ -19,8 +19,8 @@ import PIL.Image
 import pytest
 import torch
 
-from ldm_hub.demo import DemoSettings, build_demo, launch
-from ldm_hub.presets import build_pipeline
+from ldm_hub.demo import DemoSettings, build_demo, launch, load_pipelines
+from ldm_hub.pipelines.ldm_pipeline import CONDITIONING_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -46,12 +46,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def served_app():
-    pipes = [build_pipeline(name) for name in ("text2im-tiny", "superres-tiny", "unconditional-tiny")]
-    demo = build_demo(pipes, model_names={"text": "text2im-tiny (untrained)", "superres": "superres-tiny (untrained)",
-                                          "unconditional": "unconditional-tiny (untrained)"})
+    """The app as `ldm-hub demo` serves it on a fresh install: the shipped default models."""
+    pipes, names = load_pipelines(None)
+    demo = build_demo(pipes, model_names={task: f"{name.split('/')[-1]} (shipped default)"
+                                          for task, name in names.items()})
     port = free_port()
     launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", pipes[0]
+    text_pipe = next(p for p in pipes.values() if "text" in p.tasks)
+    yield f"http://127.0.0.1:{port}/", text_pipe
     demo.close()
 
 
@@ -90,7 +92,8 @@ def test_type_prompt_click_generate_get_the_pipelines_image(served_app, browser)
     shown = np.asarray(PIL.Image.open(io.BytesIO(png.content)).convert("RGB"))
     settings = DemoSettings()
     pipe.set_progress_bar_config(disable=True)
-    expected = pipe(PROMPT, num_inference_steps=settings.default_steps, guidance_scale=settings.default_text_guidance,
+    guidance = settings.default_text_guidance if CONDITIONING_KEYS[pipe.conditioning] == "crossattn" else 1.0
+    expected = pipe(PROMPT, num_inference_steps=settings.default_steps, guidance_scale=guidance,
                     generator=torch.Generator().manual_seed(0)).images[0]
     diff = int(np.abs(shown.astype(int) - np.asarray(expected).astype(int)).max())
     print(f"max abs pixel difference, browser vs pipeline (uint8): {diff}")

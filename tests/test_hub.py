@@ -698,20 +698,12 @@ def test_dataset_push_load_and_train_from_the_repo_id(hub, tmp_path):
 def test_push_from_an_installed_wheel_uploads_the_pipeline_file(hub, tmp_path):
     """A non-editable wheel in a fresh venv: `ldm-hub push` uploads the same pipeline.py as pipelines/ holds
     (its text ships inside the package as ldm_hub.hub.PIPELINE_SOURCE, not read from the source tree)."""
-    import sysconfig
-
     from huggingface_hub import hf_hub_download
 
-    dist, venv = tmp_path / "dist", tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist,
-                    REPO_ROOT], check=True, timeout=300)
-    (wheel,) = dist.glob("ldm_hub-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
+    from utils import install_wheel
+
+    venv = install_wheel(REPO_ROOT, tmp_path)
     py = venv / "bin" / "python"
-    purelib = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                           text=True).strip())
-    (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # dependencies from this env
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], check=True, timeout=300)
     env = hub_env(hub, tmp_path / "home")
     where = subprocess.check_output([py, "-c", "import ldm_hub.hub; print(ldm_hub.hub.__file__)"], text=True,
                                     cwd=tmp_path, env=env).strip()

@@ -68,3 +68,24 @@ def no_host_syncs(monkeypatch, counts: dict | None = None) -> Callable:
         return wrapper
 
     return guard
+
+
+def install_wheel(root, tmp_path):
+    """Build a real (non-editable) wheel of ``root``, install it into a fresh venv under ``tmp_path`` and return
+    the venv folder. Dependencies come from this environment's site-packages (a plain path entry: its .pth
+    files, including the editable ldm_hub finder, are not processed); ldm_hub itself only from the wheel."""
+    import subprocess
+    import sysconfig
+    from pathlib import Path
+
+    dist, venv = Path(tmp_path) / "dist", Path(tmp_path) / "venv"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist,
+                    root], check=True, timeout=300)
+    (wheel,) = dist.glob("ldm_hub-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    purelib = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                           text=True).strip())
+    (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], check=True, timeout=300)
+    return venv
