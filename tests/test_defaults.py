@@ -65,3 +65,16 @@ def test_generate_without_model_uses_the_shipped_one(task, tmp_path, capsys):
     assert main(["generate", *flags, "--steps", "2", "--output", str(out)]) == 0
     assert f"using the shipped default {task} model" in capsys.readouterr().out
     assert np.asarray(PIL.Image.open(out)).shape == (64, 64, 3)
+
+
+def test_plain_diffusers_loads_the_shipped_planner_model():
+    """The shipped folder is a normal pipeline folder: diffusers' own loader (trust_remote_code, its pipeline.py)
+    builds the same LDMPipeline, LayoutPlanner included, and samples the same image."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(default_model_path("text")), trust_remote_code=True)
+    assert type(pipe) is LDMPipeline and type(pipe.layout_planner).__name__ == "LayoutPlanner"
+    ours = LDMPipeline.from_pretrained(default_model_path("text"))
+    images = [p("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                output_type="np").images for p in (pipe, ours)]
+    np.testing.assert_array_equal(images[0], images[1])

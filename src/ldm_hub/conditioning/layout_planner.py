@@ -65,11 +65,11 @@ def layout_to_segmentation(layout, size: tuple[int, int], categories: Sequence[s
         if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(categories):
             label = categories[int(label)]
         if label not in index:
-            raise ValueError(f"layout object {k}: label {label!r} is not one of the {len(categories)} categories, "
+            raise ValueError(f"object {k} label {label!r} is not one of the {len(categories)} categories, "
                              f"e.g. {list(categories)[:4]}")
         box = [float(v) for v in obj["box"]]
         if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
-            raise ValueError(f"layout object {k}: box {obj['box']!r} must be [x0, y0, x1, y1] in [0, 1] with "
+            raise ValueError(f"object {k} box {obj['box']!r} must be [x0, y0, x1, y1] in [0, 1] with "
                              "x0 <= x1 and y0 <= y1")
         x0, y0, x1, y1 = box
         canvas[round(y0 * height): round(y1 * height), round(x0 * width): round(x1 * width)] = index[label]
