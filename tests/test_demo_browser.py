@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from ldm_hub.demo import DemoSettings, build_demo, launch, load_pipelines
-from ldm_hub.pipelines.ldm_pipeline import CONDITIONING_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -92,7 +91,7 @@ def test_type_prompt_click_generate_get_the_pipelines_image(served_app, browser)
     shown = np.asarray(PIL.Image.open(io.BytesIO(png.content)).convert("RGB"))
     settings = DemoSettings()
     pipe.set_progress_bar_config(disable=True)
-    guidance = settings.default_text_guidance if CONDITIONING_KEYS[pipe.conditioning] == "crossattn" else 1.0
+    guidance = settings.default_text_guidance if pipe.guidance_supported else 1.0
     expected = pipe(PROMPT, num_inference_steps=settings.default_steps, guidance_scale=guidance,
                     generator=torch.Generator().manual_seed(0)).images[0]
     diff = int(np.abs(shown.astype(int) - np.asarray(expected).astype(int)).max())

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from ldm_hub.data.shapes import make_shapes_dataset, render_layout
 from ldm_hub.evaluation import (

@@ -399,13 +399,6 @@ def _controls(pipe, settings: DemoSettings, prefix: str, *, guidance: float | No
     return _Controls(steps, seed, randomize, scheduler, guidance_slider, num_images, height, width)
 
 
-def _guided(pipe) -> bool:
-    """Whether the model has an unconditional input for classifier-free guidance (cross-attention models)."""
-    from .pipelines.ldm_pipeline import CONDITIONING_KEYS
-
-    return CONDITIONING_KEYS[pipe.conditioning] == "crossattn"
-
-
 def _result_gallery(prefix: str) -> gr.Gallery:
     return gr.Gallery(label="result (PNG)", format="png", columns=2, elem_id=f"{prefix}-gallery",
                       buttons=["download", "download_all", "fullscreen"], interactive=False)
@@ -431,7 +424,7 @@ def _listen(button: gr.Button, fn: Callable, inputs: list, outputs: list, api_na
 
 def _text_tab(pipe, settings: DemoSettings):
     prefix, api_name = "text", MODES["text"][1]
-    guided = _guided(pipe)  # a planner-backed map model has no unconditional input: no guidance, no negatives
+    guided = pipe.guidance_supported  # a planner-backed map model: no guidance, no negative prompt
     guidance_default = settings.default_text_guidance if guided else 1.0
     with gr.Row():
         with gr.Column():
@@ -481,7 +474,7 @@ def _layout_tab(pipe, settings: DemoSettings):
     config = (planner.config if planner is not None else getattr(pipe.tokenizer, "config", {})) or {}
     categories = config.get("labels") if planner is not None else config.get("categories")
     max_objects = config.get("max_objects")
-    guided = _guided(pipe)
+    guided = pipe.guidance_supported
     first = list(categories[:2]) if categories else [0, 1]
     while len(first) < 2:
         first.append(first[0])

@@ -316,7 +316,7 @@ def evaluate(
         for b in batches:
             outputs += reconstruct(vae, [r["image"] for r in rows[b: b + batch_size]])
     else:
-        from .pipelines.ldm_pipeline import CONDITIONING_KEYS, LDMPipeline
+        from .pipelines.ldm_pipeline import LDMPipeline
 
         pipe = LDMPipeline.from_pretrained(model).to(device)
         pipe.set_progress_bar_config(disable=True)
@@ -324,12 +324,11 @@ def evaluate(
         if pipe.conditioning not in expected and task not in pipe.tasks:
             raise ValueError(f"{model} is a {pipe.conditioning!r} model; --task {task} needs a "
                              f"{' or '.join(repr(e) for e in expected)} model")
+        guidance = {"guidance_scale": guidance_scale} if pipe.guidance_supported else {}
         for b in batches:
             chunk = rows[b: b + batch_size]
             generators = [torch.Generator(device).manual_seed(seed + b + i) for i in range(len(chunk))]
             kwargs = dict(num_inference_steps=steps, generator=generators, output_type="np")
-            # guidance where the model has an unconditional input (cross-attention conditioning)
-            guidance = {"guidance_scale": guidance_scale} if CONDITIONING_KEYS[pipe.conditioning] == "crossattn" else {}
             if task == "text":  # the caption only (a semantic-map model plans the boxes itself)
                 kwargs.update(prompt=[r["caption"] for r in chunk], **guidance)
             elif task == "layout" and "layout" in pipe.accepted_inputs:

@@ -34,6 +34,18 @@ OBJECT_KEYS = ("label", "box")
 _KNOWN_SHOWN = 8
 
 
+def as_layout_batch(layouts) -> list:
+    """One layout (a list of ``{"label", "box"}`` dicts) → a batch of one; a list of layouts → that list."""
+    if isinstance(layouts, (list, tuple)) and layouts and all(isinstance(o, dict) for o in layouts):
+        return [layouts]  # one layout
+    if not isinstance(layouts, (list, tuple)) or not layouts:
+        raise ValueError(
+            "layouts must be a layout (a list of {'label': ..., 'box': [x0, y0, x1, y1]}) or a non-empty "
+            f"list of layouts, got {layouts!r}"
+        )
+    return list(layouts)
+
+
 class LayoutTokenizer(HubMixin, ConfigComponent, ConfigMixin):
     r"""Bounding-box layouts → token ids for τ_θ (taming's ``ObjectsBoundingBoxConditionalBuilder``).
 
@@ -208,20 +220,9 @@ class LayoutTokenizer(HubMixin, ConfigComponent, ConfigMixin):
             tokens += [self.coordinate_token(*c0), self.coordinate_token(*c1)]
         return tokens
 
-    @staticmethod
-    def _as_batch(layouts) -> list:
-        if isinstance(layouts, (list, tuple)) and layouts and all(isinstance(o, dict) for o in layouts):
-            return [layouts]  # one layout
-        if not isinstance(layouts, (list, tuple)) or not layouts:
-            raise ValueError(
-                "layouts must be a layout (a list of {'label': ..., 'box': [x0, y0, x1, y1]}) or a non-empty "
-                f"list of layouts, got {layouts!r}"
-            )
-        return list(layouts)
-
     def __call__(self, layouts, device: torch.device | str | None = None) -> torch.LongTensor:
         """Tokenize a list of layouts (one per image; a single layout is a batch of one) → (B, L) int64."""
-        rows = [self.encode(layout, i) for i, layout in enumerate(self._as_batch(layouts))]
+        rows = [self.encode(layout, i) for i, layout in enumerate(as_layout_batch(layouts))]
         return torch.tensor(rows, dtype=torch.long, device=device)  # (B, L)
 
     def unconditional(self, batch: int, device: torch.device | str | None = None) -> torch.LongTensor:

@@ -39,7 +39,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..conditioning.class_label import ClassEmbedder
-from ..conditioning.layout import LayoutTokenizer
+from ..conditioning.layout import LayoutTokenizer, as_layout_batch
 from ..conditioning.semantic_map import SemanticMapEncoder
 from ..convert.diffusers_format import COMPONENT_RENAMES, load_component
 from ..hub_mixin import HubMixin
@@ -178,17 +178,24 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
     def accepted_inputs(self) -> tuple[str, ...]:
         """The ``__call__`` arguments that carry y for this model (a planner adds ``prompt`` and ``layout``)."""
         takes = MODE_INPUTS[self.conditioning]
-        if self.conditioning == "semantic" and getattr(self, "layout_planner", None) is not None:
-            takes = ("prompt", "layout") + takes
-        return takes
+        return ("prompt", "layout") + takes if self._plans_layouts else takes
 
     @property
     def tasks(self) -> tuple[str, ...]:
         """What this pipeline generates from: its conditioning mode, plus ``"text"`` and ``"layout"`` for a
-        semantic-map model with a layout planner (the demo and ``ldm-hub generate`` read this)."""
-        if "prompt" in self.accepted_inputs and self.conditioning != "text":
-            return ("text", "layout", self.conditioning)
-        return (self.conditioning,)
+        semantic-map model with a layout planner (the demo and ``ldm-hub evaluate`` read this)."""
+        return ("text", "layout", self.conditioning) if self._plans_layouts else (self.conditioning,)
+
+    @property
+    def _plans_layouts(self) -> bool:
+        """A semantic-map model with a layout planner: prompts and boxes become its input map."""
+        return self.conditioning == "semantic" and getattr(self, "layout_planner", None) is not None
+
+    @property
+    def guidance_supported(self) -> bool:
+        """Whether classifier-free guidance is possible: the condition reaches ε_θ through cross-attention, so
+        there is an unconditional input (``""``, the all-pad layout, the null class); concatenated maps have none."""
+        return CONDITIONING_KEYS[self.conditioning] == "crossattn"
 
     @property
     def text_max_length(self) -> int:
@@ -362,12 +369,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         else:
             if isinstance(layout, torch.Tensor):
                 raise ValueError("this model draws `layout` as a map: pass label/box dicts, not token ids")
-            if not isinstance(layout, (list, tuple)) or not layout:
-                raise ValueError("`layout` must be a list of {'label': ..., 'box': [x0, y0, x1, y1]} objects, "
-                                 f"or a list of such lists, got {layout!r}")
-            single = all(isinstance(obj, dict) for obj in layout)
-            layouts = [list(layout)] if single else [list(item) for item in layout]
-            layouts = [item for item in layouts for _ in range(n)]
+            layouts = [item for item in as_layout_batch(layout) for _ in range(n)]
         return self.layout_planner.rasterize(layouts, size), 1
 
     @torch.no_grad()
@@ -639,7 +641,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
             )
         tiles = self._tile_plan(tile_size, tile_overlap, tile_batch_size, mode)
         guide = guidance_scale != 1.0
-        if guide and CONDITIONING_KEYS[mode] != "crossattn":
+        if guide and not self.guidance_supported:
             raise ValueError(
                 f"classifier-free guidance needs an unconditional input, which {mode!r} models do not have: "
                 "use guidance_scale=1"

@@ -34,8 +34,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..conditioning.layout_planner import layout_to_segmentation
 from .config import DataConfig
-from ..conditioning.layout_planner import layout_to_segmentation  # noqa: F401  (re-exported: the trainers draw maps)
 
 SHAPES_DEFAULT_ROWS = 10_000
 # datasets writes one of these into a save_to_disk folder.
@@ -542,19 +542,23 @@ class _KeyList(torch.utils.data.Dataset):
         return item
 
 
+def _column_head(ds, column: str, limit: int) -> list:
+    """The first ``limit`` values of ``column`` (map-style: read as one column; streaming: the rows' values)."""
+    import datasets
+
+    if isinstance(ds, datasets.Dataset):
+        return ds.select_columns([column])[:limit][column]
+    return [row.get(column) for _, row in zip(range(limit), ds)]
+
+
 def caption_vocabulary(ds, column: str, limit: int = 100_000) -> list[str]:
     """The lower-cased words and punctuation of a caption column (for a tiny word-level tokenizer)."""
-    import datasets
     from tokenizers.normalizers import BertNormalizer
     from tokenizers.pre_tokenizers import BertPreTokenizer
 
     normalizer, splitter = BertNormalizer(lowercase=True), BertPreTokenizer()
     words: set[str] = set()
-    if isinstance(ds, datasets.Dataset):
-        captions = ds.select_columns([column])[:limit][column]
-    else:
-        captions = [row.get(column) for _, row in zip(range(limit), ds)]
-    for caption in captions:
+    for caption in _column_head(ds, column, limit):
         if isinstance(caption, str):
             words.update(w for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(caption)))
     if not words:
@@ -565,16 +569,10 @@ def caption_vocabulary(ds, column: str, limit: int = 100_000) -> list[str]:
 def fit_layout_planner(ds, column: str, labels: Sequence[str], limit: int = 10_000):
     """A :class:`~ldm_hub.LayoutPlanner` fit on the first ``limit`` layouts of ``column`` (rows whose layout
     does not pass :func:`check_layout` are left out of the fit; the training stream reports them)."""
-    import datasets
-
     from ..conditioning.layout_planner import LayoutPlanner
 
-    if isinstance(ds, datasets.Dataset):
-        values = ds.select_columns([column])[:limit][column]
-    else:
-        values = [row.get(column) for _, row in zip(range(limit), ds)]
     layouts = []
-    for i, value in enumerate(values):
+    for i, value in enumerate(_column_head(ds, column, limit)):
         try:
             layouts.append(check_layout(value, i, column))
         except BadRowError:
