@@ -244,3 +244,22 @@ def test_tiling_rejects_bad_sizes():
         vae.enable_tiling(tile_size=15)
     with pytest.raises(ValueError, match="tile_overlap < tile_size"):
         vae.enable_tiling(tile_size=16, tile_overlap=16)
+
+
+# ---------------------------------------------------------------- in-place inference
+@pytest.mark.parametrize("kind", ["cross", "self"])
+def test_inference_in_place_updates_match_autograd_path_and_keep_inputs(kind):
+    """Under no_grad the ResBlocks / transformer blocks add residuals into fresh buffers in place; the result must
+    equal the autograd path's, and the caller's tensors must come back untouched."""
+    unet = tiny_unet(kind)
+    sample, t, context = unet_inputs(unet)
+    sample_copy = sample.clone()
+    context_copy = None if context is None else context.clone()
+    with torch.no_grad():
+        fast = unet(sample, t, encoder_hidden_states=context).sample
+    with torch.enable_grad():
+        plain = unet(sample, t, encoder_hidden_states=context).sample
+    assert plain.requires_grad  # the autograd path really ran
+    torch.testing.assert_close(fast, plain.detach(), rtol=1e-5, atol=1e-6)
+    assert torch.equal(sample, sample_copy)
+    assert context is None or torch.equal(context, context_copy)

@@ -142,7 +142,9 @@ class GEGLUFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.proj_in(x).chunk(2, dim=-1)  # 2 × (B, N, hidden)
-        return self.proj_out(value * F.gelu(gate))  # (B, N, dim)
+        if torch.is_grad_enabled():
+            return self.proj_out(value * F.gelu(gate))  # (B, N, dim)
+        return self.proj_out(F.gelu(gate).mul_(value))  # inference: no second (B, N, hidden) buffer
 
 
 class TransformerBlock(nn.Module):
@@ -164,9 +166,14 @@ class TransformerBlock(nn.Module):
         self.ff = GEGLUFeedForward(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.self_attn_norm(x))  # (B, HW, dim)
-        x = x + self.cross_attn(self.cross_attn_norm(x), context)  # (B, HW, dim)
-        return x + self.ff(self.ff_norm(x))  # (B, HW, dim)
+        if torch.is_grad_enabled():
+            x = x + self.self_attn(self.self_attn_norm(x))  # (B, HW, dim)
+            x = x + self.cross_attn(self.cross_attn_norm(x), context)  # (B, HW, dim)
+            return x + self.ff(self.ff_norm(x))  # (B, HW, dim)
+        # inference: each branch's output is a fresh tensor; add the residual into it
+        x = self.self_attn(self.self_attn_norm(x)).add_(x)  # (B, HW, dim)
+        x = self.cross_attn(self.cross_attn_norm(x), context).add_(x)  # (B, HW, dim)
+        return self.ff(self.ff_norm(x)).add_(x)  # (B, HW, dim)
 
 
 class SpatialTransformer(nn.Module):
@@ -206,7 +213,8 @@ class SpatialTransformer(nn.Module):
         for block in self.blocks:
             h = block(h, context)  # (B, HW, inner)
         h = h.reshape(batch, height, width, inner).permute(0, 3, 1, 2)  # (B, inner, H, W)
-        return x + self.proj_out(h)  # (B, C, H, W)
+        out = self.proj_out(h)  # (B, C, H, W)
+        return x + out if torch.is_grad_enabled() else out.add_(x)
 
 
 class SelfAttentionBlock(nn.Module):

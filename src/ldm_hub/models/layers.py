@@ -4,8 +4,9 @@ On a CPU, oneDNN convolutions spend much of their time reordering the weight int
 every call (for a 1280→1280 3×3 convolution on an 8×8 map that is over half the call). :class:`Conv2d` does
 that reorder once and keeps the packed weight, the way inference engines and torch.compile's freezing do,
 and otherwise behaves exactly like ``torch.nn.Conv2d`` (same parameters, same state dict). The packed path
-runs only for fp32 CPU inference (no autograd, not under torch.compile); the cache is dropped whenever the
-weight changes or moves. Set ``LDM_HUB_CPU_PREPACK=0`` to turn it off.
+runs only for fp32 CPU inference (no autograd, not under torch.compile) of convolutions wider than 1×1 (a
+1×1 convolution is a plain GEMM, faster on torch's own path); the cache is dropped whenever the weight changes
+or moves. Set ``LDM_HUB_CPU_PREPACK=0`` to turn it off.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Conv2d(nn.Conv2d):
             and x.dtype == torch.float32
             and x.dim() == 4
             and self.padding_mode == "zeros"
+            and self.kernel_size != (1, 1)
             and not isinstance(self.padding, str)
             and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
             and not torch.compiler.is_compiling()
@@ -72,7 +74,7 @@ class Conv2d(nn.Conv2d):
         if self._use_packed(x) and _prepack_available():
             try:
                 out = torch.ops.mkldnn._convolution_pointwise(
-                    x, self._packed_weight(x), None if self.bias is None else self.bias.detach(),
+                    x, self._packed_weight(x), self.bias,  # no autograd here (see _use_packed)
                     list(self.padding), list(self.stride), list(self.dilation), self.groups, "none", [], "",
                 )
             except RuntimeError:  # an oneDNN build without this path: fall back for good

@@ -146,20 +146,21 @@ class ResBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        h = F.silu(self.in_norm(x))  # (B, C_in, H, W)
+        inplace = not torch.is_grad_enabled()  # inference: update fresh intermediates in place (no autograd)
+        h = F.silu(self.in_norm(x), inplace=inplace)  # (B, C_in, H, W)
         h = self._resample(h, size)
         x = self._resample(x, size)
         h = self.in_conv(h)  # (B, C_out, H', W')
         emb = self.emb_proj(F.silu(emb))[:, :, None, None]  # (B, C_out or 2·C_out, 1, 1)
         if self.scale_shift:
             scale, shift = emb.chunk(2, dim=1)
-            h = self.out_norm(h) * (1 + scale) + shift  # (B, C_out, H', W')
+            h = torch.addcmul(shift, self.out_norm(h), 1 + scale)  # GN(h)·(1 + s) + b, (B, C_out, H', W')
         else:
-            h = self.out_norm(h + emb)  # (B, C_out, H', W')
-        h = self.out_conv(self.dropout(F.silu(h)))  # (B, C_out, H', W')
+            h = self.out_norm(h.add_(emb) if inplace else h + emb)  # (B, C_out, H', W')
+        h = self.out_conv(self.dropout(F.silu(h, inplace=inplace)))  # (B, C_out, H', W')
         if self.skip is not None:
             x = self.skip(x)  # (B, C_out, H', W')
-        return x + h
+        return h.add_(x) if inplace else x + h
 
 
 def _upsample_nearest(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
