@@ -22,6 +22,7 @@ null class (class models that have one). The concat modes whose condition is a m
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
@@ -44,6 +45,7 @@ from ..conditioning.semantic_map import SemanticMapEncoder
 from ..convert.diffusers_format import COMPONENT_RENAMES, load_component
 from ..hub_mixin import HubMixin
 from ..tiling import TileGrid
+from .cuda_graph import CapturedLoop, GraphCache
 from ..loading import ModelFileError, atomic_directory, read_json
 
 
@@ -57,6 +59,7 @@ class _EmptyFp32ModulesFilter(logging.Filter):
 
 
 logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ModulesFilter())
+logger = logging.getLogger(__name__)
 
 # diffusers pipelines whose VQ first stage is used without a scale factor, whatever its config says.
 _UNSCALED_DIFFUSERS_PIPELINES = {"LDMSuperResolutionPipeline", "LDMPipeline"}
@@ -709,22 +712,17 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         if "generator" in step_params:
             step_kwargs["generator"] = generator
 
-        timesteps = self.scheduler.timesteps
-        for i, t in enumerate(self.progress_bar(timesteps)):
-            model_input = torch.cat([latents] * 2) if guide else latents  # (B or 2B, c, h, w)
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            if concat is not None:
-                model_input = torch.cat([model_input, concat], dim=1)  # (B, c + C_y, h, w)
-            if latent_tiles is None:
-                noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample
-            else:
-                noise_pred = latent_tiles.map(
-                    lambda tile, t=t: self.unet(tile, t).sample, model_input, tiles[2]
-                )  # (B, c, h, w), blended from (k·B, c, T, T) tiles
-            if guide:
-                noise_uncond, noise_cond = noise_pred.chunk(2)
-                noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
-            latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+        scale = guidance_scale if guide else None
+        graphed = self._captured_loop(
+            latents, context, concat, scale, num_inference_steps, eta, step_kwargs,
+            eligible=latent_tiles is None and callback_on_step_end is None,
+        )  # fmt: skip
+        if graphed is not None:  # the whole loop, recorded once as a CUDA graph (enable_cuda_graph)
+            latents = graphed(latents, context, concat)
+        for i, t in enumerate(self.progress_bar([] if graphed is not None else self.scheduler.timesteps)):
+            latents, noise_pred = self._denoise_step(
+                self.scheduler, latents, t, context, concat, scale, step_kwargs, latent_tiles, tiles
+            )
             if callback_on_step_end is not None:
                 local = {"latents": latents, "noise_pred": noise_pred}
                 out = callback_on_step_end(self, i, t, {k: local[k] for k in tensor_inputs}) or {}
@@ -750,6 +748,77 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def _denoise_step(
+        self, scheduler, latents, t, context, concat, guidance_scale, step_kwargs, latent_tiles=None, tiles=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step z_t → z_{t−1}: ε_θ on [z_t, z_t] (one batched call when guided) with the condition stacked
+        on when it is a concat, ε = ε_u + w (ε_c − ε_u), then the scheduler update. Tensor ops only (no host
+        sync), so the whole loop of them can be recorded as one CUDA graph."""
+        guide = guidance_scale is not None
+        model_input = torch.cat([latents] * 2) if guide else latents  # (B or 2B, c, h, w)
+        model_input = scheduler.scale_model_input(model_input, t)
+        if concat is not None:
+            model_input = torch.cat([model_input, concat], dim=1)  # (B, c + C_y, h, w)
+        if latent_tiles is None:
+            noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample
+        else:
+            noise_pred = latent_tiles.map(
+                lambda tile: self.unet(tile, t).sample, model_input, tiles[2]
+            )  # (B, c, h, w), blended from (k·B, c, T, T) tiles
+        if guide:
+            noise_uncond, noise_cond = noise_pred.chunk(2)
+            noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+        latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+        return latents, noise_pred
+
+    def _step_draws_noise(self, eta: float) -> bool:
+        """Whether the scheduler's update draws random numbers (then the loop is not replayable as a graph)."""
+        from ..schedulers import DDIMScheduler, DPMSolverMultistepScheduler, PLMSScheduler
+
+        if isinstance(self.scheduler, DDIMScheduler):
+            return eta > 0
+        return not isinstance(self.scheduler, (PLMSScheduler, DPMSolverMultistepScheduler))
+
+    def _loop_runner(self, num_inference_steps: int, guidance_scale, step_kwargs: dict, device) -> Callable:
+        """``run(latents, context, concat) -> z_0``: the loop over a private copy of the scheduler (its step
+        index and device tables belong to the run, and stay alive as long as a graph recorded from it)."""
+        runs = []
+
+        def run(latents, context, concat):
+            scheduler = copy.deepcopy(self.scheduler)
+            scheduler.set_timesteps(num_inference_steps, device=device)
+            runs.append(scheduler)  # keep the tables the recorded kernels read
+            for t in scheduler.timesteps:
+                latents, _ = self._denoise_step(scheduler, latents, t, context, concat, guidance_scale, step_kwargs)
+            return latents
+
+        return run
+
+    def _captured_loop(self, latents, context, concat, guidance_scale, steps, eta, step_kwargs, eligible: bool):
+        """The recorded loop for these inputs, or None to run the plain loop."""
+        if self._cuda_graphs is None:
+            return None
+        reason = None
+        if latents.device.type != "cuda":
+            reason = f"the pipeline runs on {latents.device.type}, not CUDA"
+        elif not eligible:
+            reason = "tiled sampling and callback_on_step_end run step by step"
+        elif self._step_draws_noise(eta):
+            reason = f"{type(self.scheduler).__name__} (eta={eta}) draws noise in its steps"
+        if reason is not None:
+            logger.warning("enable_cuda_graph: plain loop for this call: %s", reason)
+            return None
+
+        def shape(x):
+            return None if x is None else tuple(x.shape)
+
+        key = (
+            shape(latents), latents.dtype, shape(context), shape(concat), guidance_scale, steps, eta, id(self.unet),
+            type(self.scheduler).__name__, self.scheduler.config.__repr__(),
+        )  # fmt: skip
+        run = self._loop_runner(steps, guidance_scale, step_kwargs, latents.device)
+        return self._cuda_graphs.get(key, lambda: CapturedLoop(run, [latents, context, concat]))
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -791,14 +860,65 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         """Undo :meth:`fuse_qkv_projections`."""
         self.unet.unfuse_qkv_projections()
 
-    def enable_compile(self, **torch_compile_kwargs) -> None:
-        """Compile ε_θ with ``torch.compile(fullgraph=True, **torch_compile_kwargs)``, in place.
+    def enable_compile(self, components: tuple[str, ...] = ("unet",), **torch_compile_kwargs) -> None:
+        """Compile models with ``torch.compile(fullgraph=True, **torch_compile_kwargs)``, in place.
 
-        The UNet stays the same module (same class, state dict and ``save_pretrained``); only its call goes
-        through the compiled graph. ``fullgraph=True`` makes any graph break an error rather than a silent
-        slowdown. Example: ``pipe.enable_compile(mode="reduce-overhead")`` on a GPU.
+        ``components``: any of ``"unet"`` (ε_θ), ``"vae"`` (the decoder D the pipeline calls) and
+        ``"cond_encoder"`` (τ_θ). Each stays the same module (same class, state dict and ``save_pretrained``);
+        only its call goes through the compiled graph. ``fullgraph=True`` makes any graph break an error rather
+        than a silent slowdown. With :meth:`enable_cuda_graph` (which records the whole loop itself) pick a mode
+        without CUDA graphs of its own, e.g. ``mode="max-autotune-no-cudagraphs"``.
+
+        Example:
+            ```py
+            >>> pipe.enable_compile(mode="reduce-overhead")  # doctest: +SKIP
+            >>> pipe.enable_compile(("unet", "vae", "cond_encoder"), mode="max-autotune-no-cudagraphs")  # doctest: +SKIP
+            ```
         """
-        self.unet.compile(**{"fullgraph": True, **torch_compile_kwargs})
+        targets = {"unet": lambda: self.unet, "vae": lambda: self.vae.decoder, "cond_encoder": lambda: self.cond_encoder}
+        unknown = set(components) - set(targets)
+        if unknown:
+            raise ValueError(f"enable_compile: unknown component(s) {sorted(unknown)}; choose from {sorted(targets)}")
+        kwargs = {"fullgraph": True, **torch_compile_kwargs}
+        if self._cuda_graphs is not None and "cudagraphs" in str(kwargs.get("mode", "")).replace("no-cudagraphs", ""):
+            raise ValueError("enable_cuda_graph records the loop itself: compile with a mode without CUDA graphs")
+        for name in components:
+            module = targets[name]()
+            if module is None:
+                raise ValueError(f"enable_compile: this pipeline has no {name}")
+            module.compile(**kwargs)
+        self._compile_mode = kwargs.get("mode")
+
+    def enable_cuda_graph(self) -> None:
+        """Record the whole denoising loop (ε_θ calls, guidance combine, scheduler updates) as one CUDA graph
+        per input shape / step count / guidance scale, and replay it on later calls with one launch.
+
+        Applies to calls on a CUDA device whose scheduler step draws no noise (DDIM with ``eta=0``, PLMS,
+        DPM-Solver), without tiling or ``callback_on_step_end``; any other call runs the plain loop (with a
+        warning). The first call of a new shape records (slower); inputs are copied into static buffers and
+        the result is a fresh tensor. Combine with ``enable_compile(mode="max-autotune-no-cudagraphs")``.
+
+        Example:
+            ```py
+            >>> pipe = LDMPipeline.from_pretrained(path, torch_dtype=torch.bfloat16).to("cuda")  # doctest: +SKIP
+            >>> pipe.enable_cuda_graph()  # doctest: +SKIP
+            >>> image = pipe("a red circle", guidance_scale=3.0).images[0]  # records, then replays  # doctest: +SKIP
+            ```
+        """
+        if str(getattr(self, "_compile_mode", None) or "") in ("reduce-overhead", "max-autotune"):
+            raise ValueError(
+                f"the UNet is compiled with mode={self._compile_mode!r}, which brings its own CUDA graphs; compile "
+                "with mode='max-autotune-no-cudagraphs' (or none) before enable_cuda_graph"
+            )
+        self._cuda_graphs = GraphCache()
+
+    def disable_cuda_graph(self) -> None:
+        """Back to the plain loop; recorded graphs are freed."""
+        self._cuda_graphs = None
+
+    # Set by enable_cuda_graph(); None: the plain loop.
+    _cuda_graphs: GraphCache | None = None
+    _compile_mode: str | None = None
 
     # ------------------------------------------------------------------ loading and saving
     # Provenance written to model_index.json and the model card (ldm_hub.hub): the Hub repo this pipeline was
