@@ -61,6 +61,15 @@ class _EmptyFp32ModulesFilter(logging.Filter):
 logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ModulesFilter())
 logger = logging.getLogger(__name__)
 
+
+def _dtype_of(module: torch.nn.Module) -> torch.dtype:
+    """The dtype of a model's first floating-point parameter. (diffusers' ``ModelMixin.dtype`` walks every
+    submodule on each access, milliseconds per call; a pipeline call asks several times.)"""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.float32
+
 # diffusers pipelines whose VQ first stage is used without a scale factor, whatever its config says.
 _UNSCALED_DIFFUSERS_PIPELINES = {"LDMSuperResolutionPipeline", "LDMPipeline"}
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -226,7 +235,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         )
         device = device or self._execution_device
         hidden = self.cond_encoder(tokens.input_ids.to(device))[0]  # (B, L, d)
-        return hidden.to(self.unet.dtype)
+        return hidden.to(_dtype_of(self.unet))
 
     def _prepare_text_context(
         self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guide, num_images_per_prompt, device
@@ -259,7 +268,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
                     f"`negative_prompt_embeds` shape {tuple(negative_prompt_embeds.shape)} differs from "
                     f"`prompt_embeds` shape {tuple(prompt_embeds.shape)}"
                 )
-        dtype = self.unet.dtype
+        dtype = _dtype_of(self.unet)
         context = prompt_embeds.to(device, dtype).repeat_interleave(num_images_per_prompt, dim=0)
         if guide:
             uncond = negative_prompt_embeds.to(device, dtype).repeat_interleave(num_images_per_prompt, dim=0)
@@ -303,7 +312,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
                 f"low-resolution image size {w}x{h} is not supported: width and height must be multiples of "
                 f"{multiple} (the UNet downsamples the latent {multiple}x)"
             )
-        return tensor.to(device=device, dtype=self.unet.dtype)
+        return tensor.to(device=device, dtype=_dtype_of(self.unet))
 
     # ------------------------------------------------------------------ the other conditioning modes
     @torch.no_grad()
@@ -404,7 +413,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
                 f"the SemanticMapEncoder gives {encoder.config.out_channels} channels but the UNet takes {expected} "
                 "besides z_t"
             )
-        return encoder.encode(prepared.to(device)).to(self.unet.dtype)  # (B, C, h, w)
+        return encoder.encode(prepared.to(device)).to(_dtype_of(self.unet))  # (B, C, h, w)
 
     def _mask_tensor(self, mask_image) -> torch.Tensor:
         """PIL / numpy / tensor mask(s) → (B, 1, H, W) in {0, 1} (1 = fill), binarised at MASK_THRESHOLD."""
@@ -461,13 +470,13 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
                 f"image size {width}x{height} is not supported: width and height must be multiples of {multiple} "
                 f"(autoencoder factor {self.vae_scale_factor} x UNet downsampling {self.unet_downsampling})"
             )
-        x = x.to(device=device, dtype=self.vae.dtype)
-        mask = mask.to(device=device, dtype=self.vae.dtype).expand(x.shape[0], -1, -1, -1)  # (B, 1, H, W)
+        x = x.to(device=device, dtype=_dtype_of(self.vae))
+        mask = mask.to(device=device, dtype=_dtype_of(self.vae)).expand(x.shape[0], -1, -1, -1)  # (B, 1, H, W)
         masked = (1 - mask) * (x + 1) - 1  # ((1 − m)·(x+1)/2)·2 − 1: the hole is −1   (B, 3, H, W)
         encoded = self.vae.encode(masked)
         c_image = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mode()  # (B, c, h, w)
         c_mask = F.interpolate(mask * 2 - 1, size=c_image.shape[-2:])  # (B, 1, h, w)
-        condition = torch.cat([c_image, c_mask], dim=1).to(self.unet.dtype)  # (B, c + 1, h, w)
+        condition = torch.cat([c_image, c_mask], dim=1).to(_dtype_of(self.unet))  # (B, c + 1, h, w)
         if condition.shape[1] + self.latent_channels != self.unet.config.in_channels:
             raise ValueError(
                 f"the inpainting condition has {condition.shape[1]} channels but the UNet takes "
@@ -660,7 +669,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         elif mode in ("layout", "class"):
             encode = self._encode_layout if mode == "layout" else self._encode_class_labels
             batch, context = encode(layout if mode == "layout" else class_labels, guide, device)
-            context = context.to(device, self.unet.dtype).repeat_interleave(n, dim=0)  # (B·n or 2·B·n, L, d)
+            context = context.to(device, _dtype_of(self.unet)).repeat_interleave(n, dim=0)  # (B·n or 2·B·n, L, d)
         elif mode == "superres":
             low_res = self._prepare_low_res(image, device)  # (B, 3, h, w)
             batch, concat = low_res.shape[0], low_res.repeat_interleave(n, dim=0)
@@ -696,7 +705,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
 
         # z_T ~ N(0, I), scaled by the scheduler's initial sigma.
         shape = (total, self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        dtype = self.unet.dtype
+        dtype = _dtype_of(self.unet)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
@@ -824,7 +833,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """x = D(z / s) mapped from [-1, 1] to [0, 1]; s is the autoencoder's ``scaling_factor``."""
         latents = latents / self.vae.config.scaling_factor  # (B, c, h, w)
-        image = self.vae.decode(latents.to(self.vae.dtype)).sample  # (B, 3, H, W)
+        image = self.vae.decode(latents.to(_dtype_of(self.vae))).sample  # (B, 3, H, W)
         return (image / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
@@ -847,7 +856,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
             raise ValueError(f"tile size and overlap must be multiples of {f} with 0 <= overlap < size")
         z = latents / self.vae.config.scaling_factor  # (B, c, h, w)
         grid = TileGrid(z.shape[-2:], tile_size // f, tile_overlap // f, scale=f, device=z.device, dtype=z.dtype)
-        image = grid.map(lambda tile: self.vae.decode(tile.to(self.vae.dtype)).sample, z, tile_batch_size)
+        image = grid.map(lambda tile: self.vae.decode(tile.to(_dtype_of(self.vae))).sample, z, tile_batch_size)
         return (image / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
 
     # ------------------------------------------------------------------ fast paths
