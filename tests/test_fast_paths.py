@@ -2,7 +2,7 @@
 
 fused QKV (same output, fused matrix present and the separate projections unused, same state dict), the compiled
 UNet (same images, no graph breaks), attention finite in fp16 / bf16 with large activations, and the memory-lean
-decode (sliced == plain exactly, tiled ≈ plain, decoder input bounded by the tile).
+decode (sliced == plain to 1e-5, tiled ≈ plain, decoder input bounded by the tile).
 """
 
 from __future__ import annotations
@@ -211,7 +211,8 @@ def test_sliced_decode_equals_plain_one_image_at_a_time(kind):
             sliced = vae.decode(z).sample
     assert [s[0] for s in seen.shapes] == [1, 1, 1]
     print(f"\nsliced ({kind}) max|diff| {max_diff(sliced, plain):.2e}")
-    torch.testing.assert_close(sliced, plain, rtol=0, atol=1e-6)
+    # one image per call may take torch's native small-input convolution (see models.layers), rounding differently
+    torch.testing.assert_close(sliced, plain, rtol=0, atol=1e-5)
     vae.disable_slicing()
 
 

@@ -24,9 +24,10 @@ def test_packed_conv_matches_torch_and_is_used(kwargs):
 
 def test_cache_follows_weight_changes_and_moves():
     conv = Conv2d(8, 8, kernel_size=3, padding=1).eval()
-    x = torch.randn(1, 8, 6, 6)
+    x = torch.randn(2, 8, 6, 6)
     with torch.no_grad():
         conv(x)
+        assert "_packed" in conv.__dict__
         conv.weight.mul_(2)  # in-place update (load_state_dict, an optimizer step)
         out = conv(x)
     torch.testing.assert_close(out, F.conv2d(x, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-5)
@@ -55,7 +56,7 @@ def test_copy_and_pickle_after_inference():
     import pickle
 
     conv = Conv2d(4, 4, kernel_size=3, padding=1).eval()
-    x = torch.randn(1, 4, 5, 5)
+    x = torch.randn(2, 4, 5, 5)
     with torch.no_grad():
         ref = conv(x)
     assert "_packed" in conv.__dict__
@@ -63,3 +64,15 @@ def test_copy_and_pickle_after_inference():
         assert "_packed" not in clone.__dict__
         with torch.no_grad():
             torch.testing.assert_close(clone(x), ref)
+
+
+def test_single_small_input_takes_torch_native_path():
+    """Like torch's own choice: one small input (batch 1, <= 20480 elements) runs im2col + GEMM, not oneDNN."""
+    conv = Conv2d(8, 8, kernel_size=3, padding=1).eval()
+    with torch.no_grad():
+        small = torch.randn(1, 8, 16, 16)  # 2048 elements
+        torch.testing.assert_close(conv(small), F.conv2d(small, conv.weight, conv.bias, padding=1))
+        assert "_packed" not in conv.__dict__
+        large = torch.randn(1, 8, 64, 64)  # 32768 elements
+        torch.testing.assert_close(conv(large), F.conv2d(large, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-5)
+        assert "_packed" in conv.__dict__

@@ -87,9 +87,10 @@ class ResnetBlock(nn.Module):
         self.shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
-        h = self.conv2(F.silu(self.norm2(h)))  # (B, C_out, H, W)
-        return self.shortcut(x) + h  # (B, C_out, H, W)
+        inplace = not torch.is_grad_enabled()  # inference: activations and the residual written in place
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))  # (B, C_out, H, W)
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))  # (B, C_out, H, W)
+        return h.add_(self.shortcut(x)) if inplace else self.shortcut(x) + h  # (B, C_out, H, W)
 
 
 class SpatialSelfAttention(nn.Module):

@@ -5,7 +5,7 @@ every call (for a 1280→1280 3×3 convolution on an 8×8 map that is over half 
 that reorder once and keeps the packed weight, the way inference engines and torch.compile's freezing do,
 and otherwise behaves exactly like ``torch.nn.Conv2d`` (same parameters, same state dict). The packed path
 runs only for fp32 CPU inference (no autograd, not under torch.compile) of convolutions wider than 1×1 (a
-1×1 convolution is a plain GEMM, faster on torch's own path); the cache is dropped whenever the weight changes
+1×1 convolution is a plain GEMM, faster on torch's own path, as is a single small input); the cache is dropped whenever the weight changes
 or moves. Set ``LDM_HUB_CPU_PREPACK=0`` to turn it off.
 """
 
@@ -18,6 +18,9 @@ import torch
 from torch import nn
 
 _PREPACK = {"enabled": os.environ.get("LDM_HUB_CPU_PREPACK", "1") != "0"}
+# torch itself runs a single small input (batch 1, at most this many elements) through its native im2col + GEMM
+# convolution instead of oneDNN, which is faster there; the packed path leaves those to torch too.
+_NATIVE_MAX_NUMEL = 20480
 
 
 def set_cpu_prepacking(enabled: bool) -> None:
@@ -53,6 +56,7 @@ class Conv2d(nn.Conv2d):
             and x.dim() == 4
             and self.padding_mode == "zeros"
             and self.kernel_size != (1, 1)
+            and (x.shape[0] > 1 or x.numel() > _NATIVE_MAX_NUMEL)
             and not isinstance(self.padding, str)
             and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
             and not torch.compiler.is_compiling()
