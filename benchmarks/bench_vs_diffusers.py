@@ -492,7 +492,8 @@ def describe(result: dict) -> str:
     what = {"unet": "UNet call", "vae-decode": "VAE decode", "pipeline": f"pipeline call ({result['steps']} steps)"}
     line = (
         f"[{result['case']} {result['config']} batch {result['batch']}, {result['dtype']} on {result['device']}, "
-        f"ldm_hub {result['ours']} vs diffusers {result['theirs']}, {result['rounds']} interleaved rounds, "
+        f"ldm_hub {result['ours']}{' + fused QKV' if result['fuse_qkv'] and result['ours'] == 'eager' else ''} vs "
+        f"diffusers {result['theirs']}, {result['rounds']} interleaved rounds, "
         f"{result['threads']} threads] ldm_hub {result['ms_ldm_hub_median']:.1f} ms, "
         f"diffusers {result['ms_diffusers_median']:.1f} ms per {what[result['case']]}; ratio ldm_hub/diffusers "
         f"median {result['ratio_median']:.3f} (min {result['ratio_min']:.3f}, max {result['ratio_max']:.3f}, "
