@@ -105,10 +105,32 @@ class Attention(nn.Module):
             k, v = self._split_fused(F.linear(context, self.fused_weight, self.fused_bias), 2)  # 2 × (B, heads, M, d)
         else:
             q, k, v = self._split_fused(F.linear(x, self.fused_weight, self.fused_bias), 3)  # 3 × (B, heads, N, d)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
+        out = _sdpa(q, k, v)  # (B, heads, N, d)
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)  # (B, N, heads·d)
         return self.out_proj(out)  # (B, N, query_dim)
+
+
+# torch's CPU flash-attention kernel is markedly slower for head dims below its vector width than at 16 (on this
+# machine's AVX-512 build, 256 tokens × 16 heads: d=4 1.85 ms, d=16 1.32 ms; 1024 tokens, d=8: 33.9 ms vs 23.5 ms
+# padded). Zero-padding q, k, v to 16 channels leaves q·kᵀ unchanged and adds zero output channels, which are
+# dropped: the same attention, faster. CPU inference only (no autograd, not under torch.compile).
+CPU_MIN_HEAD_DIM = 16
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(QKᵀ/√d)·V through ``F.scaled_dot_product_attention``, (B, heads, N, d) each."""
+    head_dim = q.shape[-1]
+    if (
+        head_dim < CPU_MIN_HEAD_DIM
+        and q.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+    ):
+        pad = (0, CPU_MIN_HEAD_DIM - head_dim)
+        out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), scale=head_dim**-0.5)
+        return out[..., :head_dim]
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 def fuse_qkv_projections(model: nn.Module) -> int:
