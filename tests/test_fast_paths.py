@@ -421,13 +421,14 @@ def test_cuda_half_precision_finite_and_close_to_fp32(text_repo, dtype):
 # ---------------------------------------------------------------- small heads on the CPU
 @pytest.mark.parametrize("head_dim", [4, 8, 12])
 def test_small_heads_padded_for_the_cpu_kernel_same_attention(head_dim, monkeypatch):
-    """Heads narrower than 16 are zero-padded to 16 for torch's CPU flash kernel (faster there); the attention
-    is the same as unpadded SDPA's, and the padded call is what actually ran."""
+    """Heads narrower than 16 attending over >= 128 keys are zero-padded to 16 for torch's CPU flash kernel (faster
+    there); the attention equals unpadded SDPA's, the padded call is what ran, and a short context stays unpadded."""
     import ldm_hub.models.attention as attention_module
 
     torch.manual_seed(0)
-    attn = Attention(query_dim=8 * head_dim, heads=8, head_dim=head_dim, context_dim=24).eval()
-    x, context = torch.randn(2, 64, 8 * head_dim), torch.randn(2, 9, 24)
+    self_attn = Attention(query_dim=8 * head_dim, heads=8, head_dim=head_dim).eval()
+    cross_attn = Attention(query_dim=8 * head_dim, heads=8, head_dim=head_dim, context_dim=24).eval()
+    x, context = torch.randn(2, 128, 8 * head_dim), torch.randn(2, 9, 24)
     seen = []
     real = F.scaled_dot_product_attention
 
@@ -436,16 +437,16 @@ def test_small_heads_padded_for_the_cpu_kernel_same_attention(head_dim, monkeypa
         return real(q, k, v, **kwargs)
 
     with torch.no_grad():
-        q = attn._split_heads(attn.q_proj(x))
-        k, v = attn._split_heads(attn.k_proj(context)), attn._split_heads(attn.v_proj(context))
+        q, k, v = (self_attn._split_heads(p(x)) for p in (self_attn.q_proj, self_attn.k_proj, self_attn.v_proj))
         reference = real(q, k, v)
         monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
         padded = attention_module._sdpa(q, k, v)
         assert seen == [(16, head_dim**-0.5)]
-        out = attn(x, context)  # the module goes the same way
-    assert len(seen) == 2 and seen[1][0] == 16
+        out = self_attn(x)  # the module goes the same way
+        cross_attn(x, context)  # 9 keys: unpadded
+    assert seen[1][0] == 16 and seen[2] == (head_dim, None)
     torch.testing.assert_close(padded, reference, rtol=1e-5, atol=1e-6)
     monkeypatch.undo()
     with torch.enable_grad():  # autograd keeps plain SDPA
-        plain = attn(x, context)
+        plain = self_attn(x)
     torch.testing.assert_close(out, plain.detach(), rtol=1e-5, atol=1e-6)

@@ -116,6 +116,9 @@ class Attention(nn.Module):
 # padded). Zero-padding q, k, v to 16 channels leaves q·kᵀ unchanged and adds zero output channels, which are
 # dropped: the same attention, faster. CPU inference only (no autograd, not under torch.compile).
 CPU_MIN_HEAD_DIM = 16
+# ... for long key sequences: with few keys (a 77-token text context) the padded kernel gained at one thread and
+# lost at two, so short contexts keep the unpadded call.
+CPU_PAD_MIN_KEYS = 128
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -123,6 +126,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     head_dim = q.shape[-1]
     if (
         head_dim < CPU_MIN_HEAD_DIM
+        and k.shape[-2] >= CPU_PAD_MIN_KEYS
         and q.device.type == "cpu"
         and not torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
