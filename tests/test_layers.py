@@ -23,8 +23,8 @@ def test_packed_conv_matches_torch_and_is_used(kwargs):
 
 
 def test_cache_follows_weight_changes_and_moves():
-    conv = Conv2d(8, 8, kernel_size=3, padding=1).eval()
-    x = torch.randn(2, 8, 6, 6)
+    conv = Conv2d(16, 16, kernel_size=3, padding=1).eval()
+    x = torch.randn(2, 16, 6, 6)
     with torch.no_grad():
         conv(x)
         assert "_packed" in conv.__dict__
@@ -38,8 +38,8 @@ def test_cache_follows_weight_changes_and_moves():
 
 
 def test_training_and_switch_off_use_torch_path():
-    conv = Conv2d(4, 4, kernel_size=3, padding=1)
-    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    conv = Conv2d(16, 16, kernel_size=3, padding=1)
+    x = torch.randn(2, 16, 5, 5, requires_grad=True)
     conv(x).sum().backward()  # autograd: the plain path, gradients flow
     assert "_packed" not in conv.__dict__ and x.grad is not None and conv.weight.grad is not None
     layers.set_cpu_prepacking(False)
@@ -55,8 +55,8 @@ def test_copy_and_pickle_after_inference():
     import copy
     import pickle
 
-    conv = Conv2d(4, 4, kernel_size=3, padding=1).eval()
-    x = torch.randn(2, 4, 5, 5)
+    conv = Conv2d(16, 16, kernel_size=3, padding=1).eval()
+    x = torch.randn(2, 16, 5, 5)
     with torch.no_grad():
         ref = conv(x)
     assert "_packed" in conv.__dict__
@@ -66,13 +66,18 @@ def test_copy_and_pickle_after_inference():
             torch.testing.assert_close(clone(x), ref)
 
 
-def test_single_small_input_takes_torch_native_path():
-    """Like torch's own choice: one small input (batch 1, <= 20480 elements) runs im2col + GEMM, not oneDNN."""
-    conv = Conv2d(8, 8, kernel_size=3, padding=1).eval()
+def test_single_small_input_and_few_channels_take_torch_native_path():
+    """Like torch's own choice: one small input (batch 1, <= 20480 elements) runs im2col + GEMM, not oneDNN; and a
+    convolution into or out of fewer than 16 channels is left to torch too."""
+    conv = Conv2d(16, 16, kernel_size=3, padding=1).eval()
     with torch.no_grad():
-        small = torch.randn(1, 8, 16, 16)  # 2048 elements
+        small = torch.randn(1, 16, 16, 16)  # 4096 elements
         torch.testing.assert_close(conv(small), F.conv2d(small, conv.weight, conv.bias, padding=1))
         assert "_packed" not in conv.__dict__
-        large = torch.randn(1, 8, 64, 64)  # 32768 elements
+        large = torch.randn(1, 16, 64, 64)  # 65536 elements
         torch.testing.assert_close(conv(large), F.conv2d(large, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-5)
         assert "_packed" in conv.__dict__
+        for narrow in (Conv2d(4, 32, kernel_size=3, padding=1).eval(), Conv2d(32, 4, kernel_size=3, padding=1).eval()):
+            x = torch.randn(2, narrow.in_channels, 16, 16)
+            torch.testing.assert_close(narrow(x), F.conv2d(x, narrow.weight, narrow.bias, padding=1))
+            assert "_packed" not in narrow.__dict__

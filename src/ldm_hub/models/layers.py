@@ -5,7 +5,8 @@ every call (for a 1280→1280 3×3 convolution on an 8×8 map that is over half 
 that reorder once and keeps the packed weight, the way inference engines and torch.compile's freezing do,
 and otherwise behaves exactly like ``torch.nn.Conv2d`` (same parameters, same state dict). The packed path
 runs only for fp32 CPU inference (no autograd, not under torch.compile) of convolutions wider than 1×1 (a
-1×1 convolution is a plain GEMM, faster on torch's own path, as is a single small input); the cache is dropped whenever the weight changes
+1×1 convolution is a plain GEMM, faster on torch's own path, as are a single small input and a convolution into
+or out of fewer than 16 channels); the cache is dropped whenever the weight changes
 or moves. Set ``LDM_HUB_CPU_PREPACK=0`` to turn it off.
 """
 
@@ -21,6 +22,9 @@ _PREPACK = {"enabled": os.environ.get("LDM_HUB_CPU_PREPACK", "1") != "0"}
 # torch itself runs a single small input (batch 1, at most this many elements) through its native im2col + GEMM
 # convolution instead of oneDNN, which is faster there; the packed path leaves those to torch too.
 _NATIVE_MAX_NUMEL = 20480
+# A convolution into or out of a handful of channels (a UNet's conv_in / conv_out on 4 latent channels) has a tiny
+# weight to reorder; torch's own path was faster there (2 x 4 -> 32 channels, 16 x 16: 54 vs 70 us).
+_PACK_MIN_CHANNELS = 16
 
 
 def set_cpu_prepacking(enabled: bool) -> None:
@@ -56,6 +60,7 @@ class Conv2d(nn.Conv2d):
             and x.dim() == 4
             and self.padding_mode == "zeros"
             and self.kernel_size != (1, 1)
+            and min(self.in_channels, self.out_channels) >= _PACK_MIN_CHANNELS
             and (x.shape[0] > 1 or x.numel() > _NATIVE_MAX_NUMEL)
             and not isinstance(self.padding, str)
             and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
