@@ -75,7 +75,7 @@ class Setup:
     """Where and how the two sides run: device, dtype, ``ours`` in {eager, fast}, ``theirs`` in {eager, best}."""
 
     def __init__(self, device="cpu", dtype="fp32", ours="eager", theirs="eager", fuse_qkv=False,
-                 compile_mode=None, compile_backend="inductor"):  # fmt: skip
+                 compile_mode=None, compile_backend="inductor", channels_last=False):  # fmt: skip
         self.device = torch.device(device)
         self.dtype_name = dtype
         self.dtype = DTYPES[dtype]
@@ -86,6 +86,7 @@ class Setup:
         # ours "fast": inductor without its own CUDA graphs (we capture ourselves on CUDA)
         self.compile_mode = compile_mode or ("max-autotune-no-cudagraphs" if self.cuda else None)
         self.compile_backend = compile_backend
+        self.channels_last = channels_last  # ldm_hub's UNet in channels_last (measured, not assumed, on a GPU)
 
     def compile_kwargs(self) -> dict:
         kwargs = {"backend": self.compile_backend}
@@ -219,6 +220,9 @@ def unet_case(config: str, batch: int, fuse_qkv: bool = False, setup: Setup | No
     sample, t, context = inputs(theirs, batch, device=setup.device, dtype=setup.dtype)
     if setup.fuse_qkv:
         ours.fuse_qkv_projections()
+    if setup.channels_last:
+        ours.to(memory_format=torch.channels_last)
+        sample = sample.contiguous(memory_format=torch.channels_last)
     run_theirs = setup.theirs_best(theirs) if setup.theirs == "best" else theirs
 
     def eager_ours(x, c):
@@ -463,6 +467,7 @@ def run(
         "ours": setup.ours,
         "theirs": setup.theirs,
         "compile_mode": setup.compile_mode if setup.ours == "fast" else None,
+        "channels_last_ldm_hub": setup.channels_last,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "diffusers": __import__("diffusers").__version__,
@@ -492,7 +497,8 @@ def describe(result: dict) -> str:
     what = {"unet": "UNet call", "vae-decode": "VAE decode", "pipeline": f"pipeline call ({result['steps']} steps)"}
     line = (
         f"[{result['case']} {result['config']} batch {result['batch']}, {result['dtype']} on {result['device']}, "
-        f"ldm_hub {result['ours']}{' + fused QKV' if result['fuse_qkv'] and result['ours'] == 'eager' else ''} vs "
+        f"ldm_hub {result['ours']}{' + fused QKV' if result['fuse_qkv'] and result['ours'] == 'eager' else ''}"
+        f"{' + channels_last' if result.get('channels_last_ldm_hub') else ''} vs "
         f"diffusers {result['theirs']}, {result['rounds']} interleaved rounds, "
         f"{result['threads']} threads] ldm_hub {result['ms_ldm_hub_median']:.1f} ms, "
         f"diffusers {result['ms_diffusers_median']:.1f} ms per {what[result['case']]}; ratio ldm_hub/diffusers "
@@ -526,6 +532,7 @@ GPU_SUITE = [
     ("vae-decode", "text2im-large-256", 1, "bf16", "eager", "eager"),
     ("unet", "text2im-large-256", 2, "fp16", "eager", "eager"),
     ("pipeline", "text2im-large-256", 1, "fp16", "eager", "eager"),
+    ("unet", "text2im-large-256", 16, "bf16", "fast+channels_last", "best"),  # does channels_last pay for ldm_hub?
 ]
 # The same list at toy size: proves the suite's code paths on any device (CI runs it on the CPU).
 TOY = {"text2im-large-256": "tiny", "sr-4x": "tiny-sr"}
@@ -559,8 +566,8 @@ def run_suite(args, toy: bool) -> list[dict]:
         if toy:
             config = TOY[config]
             dtype = dtype if args.device != "cpu" else "fp32"
-        setup = Setup(args.device, dtype, ours, theirs, compile_mode=args.compile_mode,
-                      compile_backend=args.compile_backend)  # fmt: skip
+        setup = Setup(args.device, dtype, ours.split("+")[0], theirs, compile_mode=args.compile_mode,
+                      compile_backend=args.compile_backend, channels_last=ours.endswith("+channels_last"))  # fmt: skip
         try:
             result = run(config, batch, args.rounds, args.warmup, args.threads, case, args.steps,
                          args.guidance_scale, setup=setup)  # fmt: skip
@@ -604,6 +611,7 @@ def main(argv=None) -> int:
     parser.add_argument("--theirs", choices=("eager", "best"), default="eager",
                         help="diffusers side: eager, or compile(mode='reduce-overhead') + channels_last")  # fmt: skip
     parser.add_argument("--compile-mode", default=None, help="ldm_hub fast path's torch.compile mode")
+    parser.add_argument("--channels-last", action="store_true", help="unet case: ldm_hub's UNet in channels_last")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of both sides")
     parser.add_argument("--suite", choices=("gpu", "toy"), help="run issue 7's list of GPU cases (toy: at tiny size)")
     parser.add_argument("--strict", action="store_true", help="suite: stop at the first failing case")
@@ -618,7 +626,7 @@ def main(argv=None) -> int:
         return 1 if any("error" in r for r in results) else 0
     batch = args.batch if args.batch is not None else (2 if args.case == "unet" else 1)
     setup = Setup(args.device, args.dtype, args.ours, args.theirs, args.fuse_qkv, args.compile_mode,
-                  args.compile_backend)  # fmt: skip
+                  args.compile_backend, args.channels_last)  # fmt: skip
     result = run(args.config, batch, args.rounds, args.warmup, args.threads, args.case, args.steps,
                  args.guidance_scale, setup=setup)  # fmt: skip
     print(describe(result))

@@ -53,8 +53,9 @@ def test_gpu_suite_code_paths_run_at_toy_size(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert len(results) == 13 and not [r for r in results if "error" in r]
+    assert len(results) == 14 and not [r for r in results if "error" in r]
     assert {(r["ours"], r["theirs"]) for r in results} == {("eager", "eager"), ("fast", "best")}
+    assert sum(r["channels_last_ldm_hub"] for r in results) == 1
     pipelines = [r for r in results if r["case"] == "pipeline"]
     for r in pipelines:
         assert set(r["phases_ldm_hub"]) == {"ms_text_encoder", "ms_loop", "ms_decode", "ms_total"}

@@ -450,3 +450,18 @@ def test_small_heads_padded_for_the_cpu_kernel_same_attention(head_dim, monkeypa
     with torch.enable_grad():  # autograd keeps plain SDPA
         plain = self_attn(x)
     torch.testing.assert_close(out, plain.detach(), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- channels_last
+@pytest.mark.parametrize("kind", ["cross", "self"])
+def test_channels_last_unet_same_output(kind):
+    """The UNet runs with channels_last weights and input (a GPU layout option, measured by the benchmark's
+    --channels-last) and gives the contiguous model's output."""
+    unet = tiny_unet(kind)
+    sample, t, context = unet_inputs(unet)
+    with torch.no_grad():
+        plain = unet(sample, t, encoder_hidden_states=context).sample
+        unet.to(memory_format=torch.channels_last)
+        assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        out = unet(sample.contiguous(memory_format=torch.channels_last), t, encoder_hidden_states=context).sample
+    torch.testing.assert_close(out, plain, rtol=1e-4, atol=1e-4)
