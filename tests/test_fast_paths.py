@@ -465,3 +465,23 @@ def test_channels_last_unet_same_output(kind):
         assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
         out = unet(sample.contiguous(memory_format=torch.channels_last), t, encoder_hidden_states=context).sample
     torch.testing.assert_close(out, plain, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("scheduler_name", ["DDIMScheduler", "PLMSScheduler", "DPMSolverMultistepScheduler"])
+def test_loop_runner_repeatable_and_equal_to_the_plain_loop(text_repo, scheduler_name):
+    """The function a CUDA graph records: run twice (warm-up, capture) it gives the plain loop's latents each time
+    (fresh step state per run; multistep schedulers' history included), sharing the scheduler's tables."""
+    import ldm_hub
+
+    pipe = load(text_repo)
+    pipe.scheduler = getattr(ldm_hub, scheduler_name).from_config(pipe.scheduler.config)
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        plain = pipe(PROMPT, guidance_scale=3.0, num_inference_steps=STEPS, latents=z, output_type="latent").images
+        context = pipe._prepare_text_context(PROMPT, None, None, None, True, 1, torch.device("cpu"))[1]
+        run = pipe._loop_runner(STEPS, 3.0, {}, torch.device("cpu"))
+        first, second = run(z, context, None), run(z, context, None)
+    torch.testing.assert_close(first, plain, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    runs = dict(zip(run.__code__.co_freevars, (c.cell_contents for c in run.__closure__)))["runs"]
+    assert runs[0] is not runs[1] and runs[0].timesteps is runs[1].timesteps  # own state, shared tables

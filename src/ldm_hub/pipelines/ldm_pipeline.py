@@ -62,6 +62,17 @@ logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32Modules
 logger = logging.getLogger(__name__)
 
 
+def _tensors_in(value) -> list[torch.Tensor]:
+    """Every tensor inside nested dicts / lists / tuples (a scheduler's attributes)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors_in(item)]
+    return []
+
+
 def _dtype_of(module: torch.nn.Module) -> torch.dtype:
     """The dtype of a model's first floating-point parameter. (diffusers' ``ModelMixin.dtype`` walks every
     submodule on each access, milliseconds per call; a pipeline call asks several times.)"""
@@ -790,14 +801,18 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         return not isinstance(self.scheduler, (PLMSScheduler, DPMSolverMultistepScheduler))
 
     def _loop_runner(self, num_inference_steps: int, guidance_scale, step_kwargs: dict, device) -> Callable:
-        """``run(latents, context, concat) -> z_0``: the loop over a private copy of the scheduler (its step
-        index and device tables belong to the run, and stay alive as long as a graph recorded from it)."""
+        """``run(latents, context, concat) -> z_0``: the loop over a private copy of the scheduler. Its device
+        tables are made once here, before any CUDA-graph capture (a host-to-device copy cannot be recorded), and
+        shared read-only by every run; each run gets its own step state, and keeps the tables alive as long as a
+        graph recorded from it."""
+        template = copy.deepcopy(self.scheduler)
+        template.set_timesteps(num_inference_steps, device=device)  # device tables made here, outside any capture
+        shared = {id(v): v for v in _tensors_in(vars(template))}  # tables are read-only: every run shares them
         runs = []
 
         def run(latents, context, concat):
-            scheduler = copy.deepcopy(self.scheduler)
-            scheduler.set_timesteps(num_inference_steps, device=device)
-            runs.append(scheduler)  # keep the tables the recorded kernels read
+            scheduler = copy.deepcopy(template, memo=dict(shared))  # fresh step state, no tensor copied
+            runs.append(scheduler)  # keep what the recorded kernels read alive
             for t in scheduler.timesteps:
                 latents, _ = self._denoise_step(scheduler, latents, t, context, concat, guidance_scale, step_kwargs)
             return latents
