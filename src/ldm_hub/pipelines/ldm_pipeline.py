@@ -841,8 +841,12 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
             shape(latents), latents.dtype, shape(context), shape(concat), guidance_scale, steps, eta, id(self.unet),
             type(self.scheduler).__name__, self.scheduler.config.__repr__(),
         )  # fmt: skip
-        run = self._loop_runner(steps, guidance_scale, step_kwargs, latents.device)
-        return self._cuda_graphs.get(key, lambda: CapturedLoop(run, [latents, context, concat]))
+
+        def record() -> CapturedLoop:
+            run = self._loop_runner(steps, guidance_scale, step_kwargs, latents.device)
+            return CapturedLoop(run, [latents, context, concat])
+
+        return self._cuda_graphs.get(key, record)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
