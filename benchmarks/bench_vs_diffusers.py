@@ -201,9 +201,8 @@ def _check(out, ref, setup: Setup, what: str) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ cases
-def unet_case(config: str, batch: int, fuse_qkv: bool = False, setup: Setup | None = None):
+def unet_case(config: str, batch: int, setup: Setup):
     """(call ours, call theirs, parity max|diff|, FLOP per call or None) for one UNet call."""
-    setup = setup or Setup(fuse_qkv=fuse_qkv)
     theirs, ours = build_pair(config)
     theirs.to(setup.device)
     ours.to(setup.device)
@@ -249,13 +248,12 @@ def unet_case(config: str, batch: int, fuse_qkv: bool = False, setup: Setup | No
     return call_ours, call_theirs, parity, flops
 
 
-def vae_decode_case(config: str, batch: int, setup: Setup | None = None):
+def vae_decode_case(config: str, batch: int, setup: Setup):
     """One decode D(z) of the text2im autoencoder (f = 8; tiny or the published kl-f8)."""
     from diffusers import AutoencoderKL
 
     from ldm_hub.convert.diffusers_autoencoder import autoencoder_kl_from_diffusers
 
-    setup = setup or Setup()
     repos = _test_builders()
     vae_config = repos.TINY_KL if config.startswith("tiny") else repos.TEXT2IM_VAE
     theirs = repos.randomize_(AutoencoderKL(**vae_config), 0).eval()
@@ -274,19 +272,20 @@ def vae_decode_case(config: str, batch: int, setup: Setup | None = None):
     z = z.to(setup.device, setup.dtype)
     if setup.theirs == "best":
         theirs.decoder = setup.theirs_best(theirs.decoder)
-    decode_ours = ours.decode
+    def decode_ours(x):
+        return ours.decode(x).sample
+
     if setup.ours == "fast":
         ours.decoder.compile(fullgraph=True, **setup.compile_kwargs())
         if setup.cuda:
             from ldm_hub.pipelines.cuda_graph import CapturedLoop
 
             with torch.no_grad():
-                captured = CapturedLoop(lambda x: ours.decode(x).sample, [z])
-            decode_ours = lambda x: type("Out", (), {"sample": captured(x)})  # noqa: E731
+                decode_ours = CapturedLoop(decode_ours, [z])
 
     def call_ours():
         with torch.no_grad():
-            return decode_ours(z).sample
+            return decode_ours(z)
 
     def call_theirs():
         with torch.no_grad():
@@ -311,15 +310,13 @@ class Phases:
                 "ms_total": 1e3 * total}  # fmt: skip
 
 
-def pipeline_case(config: str, batch: int, steps: int, guidance_scale: float, fuse_qkv: bool = False,
-                  setup: Setup | None = None):  # fmt: skip
+def pipeline_case(config: str, batch: int, steps: int, guidance_scale: float, setup: Setup):
     """The text-to-image pipeline end to end: ``batch`` images from one prompt, ``steps`` DDIM steps with
     classifier-free guidance, decoded to numpy (diffusers' LDMTextToImagePipeline vs LDMPipeline loaded from the
     folder diffusers saved). Also returns per-phase timers: text encoder, decoder (each timed on its own call)
     and the whole call."""
     from ldm_hub import LDMPipeline
 
-    setup = setup or Setup(fuse_qkv=fuse_qkv)
     def build():
         theirs = _test_builders().text2im_pipeline(full=not config.startswith("tiny"))
         with tempfile.TemporaryDirectory() as folder:
@@ -423,12 +420,11 @@ def run(
     case: str = "unet",
     steps: int = 50,
     guidance_scale: float = 3.0,
-    fuse_qkv: bool = False,
-    setup: Setup | None = None,
+    *,
+    setup: Setup,
 ) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    setup = setup or Setup(fuse_qkv=fuse_qkv)
     if case == "unet":
         call_ours, call_theirs, parity, flops = unet_case(config, batch, setup=setup)
     elif case == "vae-decode":

@@ -358,6 +358,14 @@ def test_enable_cuda_graph_off_cuda_runs_the_plain_loop(text_repo, caplog):
         pipe.enable_cuda_graph()
     torch._dynamo.reset()
 
+    other = load(text_repo)  # the other order: graphs first, then a compile mode with CUDA graphs of its own
+    other.enable_cuda_graph()
+    for mode in ("reduce-overhead", "max-autotune"):
+        with pytest.raises(ValueError, match="CUDA graphs of its own"):
+            other.enable_compile(backend="eager", mode=mode)
+    other.enable_compile(backend="eager", mode="max-autotune-no-cudagraphs")  # allowed
+    torch._dynamo.reset()
+
 
 def test_enable_compile_text_encoder_and_decoder_no_graph_breaks(text_repo):
     from torch._dynamo.utils import counters

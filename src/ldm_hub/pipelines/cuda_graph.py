@@ -97,6 +97,3 @@ class GraphCache:
         while len(self.loops) > self.size:
             self.loops.popitem(last=False)
         return loop
-
-    def clear(self) -> None:
-        self.loops.clear()

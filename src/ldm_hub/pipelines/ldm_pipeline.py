@@ -44,9 +44,9 @@ from ..conditioning.layout import LayoutTokenizer, as_layout_batch
 from ..conditioning.semantic_map import SemanticMapEncoder
 from ..convert.diffusers_format import COMPONENT_RENAMES, load_component
 from ..hub_mixin import HubMixin
+from ..loading import ModelFileError, atomic_directory, read_json
 from ..tiling import TileGrid
 from .cuda_graph import CapturedLoop, GraphCache
-from ..loading import ModelFileError, atomic_directory, read_json
 
 
 class _EmptyFp32ModulesFilter(logging.Filter):
@@ -84,6 +84,8 @@ def _dtype_of(module: torch.nn.Module) -> torch.dtype:
 # diffusers pipelines whose VQ first stage is used without a scale factor, whatever its config says.
 _UNSCALED_DIFFUSERS_PIPELINES = {"LDMSuperResolutionPipeline", "LDMPipeline"}
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+# torch.compile modes that record CUDA graphs themselves (they cannot nest in enable_cuda_graph's recording).
+COMPILE_MODES_WITH_CUDA_GRAPHS = ("reduce-overhead", "max-autotune")
 
 # How y reaches ε_θ in each mode (CompVis DiffusionWrapper's conditioning_key): as the cross-attention context,
 # as channels concatenated with z_t, or not at all.
@@ -739,14 +741,15 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         )  # fmt: skip
         if graphed is not None:  # the whole loop, recorded once as a CUDA graph (enable_cuda_graph)
             latents = graphed(latents, context, concat)
-        for i, t in enumerate(self.progress_bar([] if graphed is not None else self.scheduler.timesteps)):
-            latents, noise_pred = self._denoise_step(
-                self.scheduler, latents, t, context, concat, scale, step_kwargs, latent_tiles, tiles
-            )
-            if callback_on_step_end is not None:
-                local = {"latents": latents, "noise_pred": noise_pred}
-                out = callback_on_step_end(self, i, t, {k: local[k] for k in tensor_inputs}) or {}
-                latents = out.get("latents", latents)
+        else:
+            for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+                latents, noise_pred = self._denoise_step(
+                    self.scheduler, latents, t, context, concat, scale, step_kwargs, latent_tiles, tiles
+                )
+                if callback_on_step_end is not None:
+                    local = {"latents": latents, "noise_pred": noise_pred}
+                    out = callback_on_step_end(self, i, t, {k: local[k] for k in tensor_inputs}) or {}
+                    latents = out.get("latents", latents)
 
         if output_type == "latent":
             images = latents
@@ -908,8 +911,11 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         if unknown:
             raise ValueError(f"enable_compile: unknown component(s) {sorted(unknown)}; choose from {sorted(targets)}")
         kwargs = {"fullgraph": True, **torch_compile_kwargs}
-        if self._cuda_graphs is not None and "cudagraphs" in str(kwargs.get("mode", "")).replace("no-cudagraphs", ""):
-            raise ValueError("enable_cuda_graph records the loop itself: compile with a mode without CUDA graphs")
+        if self._cuda_graphs is not None and kwargs.get("mode") in COMPILE_MODES_WITH_CUDA_GRAPHS:
+            raise ValueError(
+                f"enable_cuda_graph records the loop itself: mode={kwargs['mode']!r} brings CUDA graphs of its own; "
+                "compile with mode='max-autotune-no-cudagraphs' (or none)"
+            )
         for name in components:
             module = targets[name]()
             if module is None:
@@ -933,7 +939,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
             >>> image = pipe("a red circle", guidance_scale=3.0).images[0]  # records, then replays  # doctest: +SKIP
             ```
         """
-        if str(getattr(self, "_compile_mode", None) or "") in ("reduce-overhead", "max-autotune"):
+        if self._compile_mode in COMPILE_MODES_WITH_CUDA_GRAPHS:
             raise ValueError(
                 f"the UNet is compiled with mode={self._compile_mode!r}, which brings its own CUDA graphs; compile "
                 "with mode='max-autotune-no-cudagraphs' (or none) before enable_cuda_graph"
