@@ -44,17 +44,28 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CONFIGS = {
     # block_out 32/64, one layer, 16x16 latents: the tiny config of baselines.md
     "tiny": dict(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
     ),
     # CompVis/ldm-text2im-large-256 (872M parameters)
     "text2im-large-256": dict(
-        sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
         block_out_channels=(320, 640, 1280, 1280),
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=1280, attention_head_dim=8,
+        cross_attention_dim=1280,
+        attention_head_dim=8,
     ),
     # CompVis/ldm-super-resolution-4x-openimages (concat-conditioned, no cross-attention): tests' SR_UNET
     "sr-4x": None,
@@ -272,6 +283,7 @@ def vae_decode_case(config: str, batch: int, setup: Setup):
     z = z.to(setup.device, setup.dtype)
     if setup.theirs == "best":
         theirs.decoder = setup.theirs_best(theirs.decoder)
+
     def decode_ours(x):
         return ours.decode(x).sample
 
@@ -358,7 +370,9 @@ def pipeline_case(config: str, batch: int, steps: int, guidance_scale: float, se
     call.timed_form_diff = float(abs(out.astype("float64") - ref.astype("float64")).max())
 
     # phase inputs, made once
-    z = torch.randn(batch, 4, ours.unet.config.sample_size, ours.unet.config.sample_size, device=dev, dtype=setup.dtype)
+    z = torch.randn(
+        batch, 4, ours.unet.config.sample_size, ours.unet.config.sample_size, device=dev, dtype=setup.dtype
+    )
     phases = {"ours": Phases(), "theirs": Phases()}
 
     def encode_ours():
@@ -506,9 +520,13 @@ def describe(result: dict) -> str:
         line += f"; {result['tflops_ldm_hub']:.2f} vs {result['tflops_diffusers']:.2f} TFLOP/s"
     if "phases_ldm_hub" in result:
         a, b = result["phases_ldm_hub"], result["phases_diffusers"]
-        line += "; " + ", ".join(f"{k[3:]} {a[k]:.1f}/{b[k]:.1f} ms" for k in ("ms_text_encoder", "ms_loop", "ms_decode"))
+        line += "; " + ", ".join(
+            f"{k[3:]} {a[k]:.1f}/{b[k]:.1f} ms" for k in ("ms_text_encoder", "ms_loop", "ms_decode")
+        )
     if result.get("peak_bytes_ldm_hub") is not None:
-        line += f"; peak {result['peak_bytes_ldm_hub'] / 2**30:.2f} vs {result['peak_bytes_diffusers'] / 2**30:.2f} GiB"
+        line += (
+            f"; peak {result['peak_bytes_ldm_hub'] / 2**30:.2f} vs {result['peak_bytes_diffusers'] / 2**30:.2f} GiB"
+        )
     return line
 
 

@@ -43,8 +43,10 @@ RESCALER = COMPVIS_ENCODERS + "SpatialRescaler"
 COND_STAGE_CONFIGS: dict[str, Any] = {
     "txt2img-1p4B": {"target": BERT, "params": {"n_embed": 1280, "n_layer": 32}},
     "text2img256": {"target": BERT, "params": {"n_embed": 640, "n_layer": 32}},
-    "layout2img-openimages256": {"target": BERT, "params": {
-        "n_embed": 512, "n_layer": 16, "vocab_size": 8192, "max_seq_len": 92, "use_tokenizer": False}},
+    "layout2img-openimages256": {
+        "target": BERT,
+        "params": {"n_embed": 512, "n_layer": 16, "vocab_size": 8192, "max_seq_len": 92, "use_tokenizer": False},
+    },
     "semantic_synthesis256": {"target": RESCALER, "params": {"n_stages": 2, "in_channels": 182, "out_channels": 3}},
     "semantic_synthesis512": {"target": RESCALER, "params": {"n_stages": 2, "in_channels": 182, "out_channels": 3}},
     "bsr_sr": {"target": "torch.nn.Identity"},
@@ -64,8 +66,10 @@ TINY_COND_STAGE_CONFIGS: dict[str, Any] = {
     **COND_STAGE_CONFIGS,
     "txt2img-1p4B": {"target": BERT, "params": {"n_embed": 32, "n_layer": 2}},
     "text2img256": {"target": BERT, "params": {"n_embed": 40, "n_layer": 2}},
-    "layout2img-openimages256": {"target": BERT, "params": {
-        "n_embed": 32, "n_layer": 2, "vocab_size": 8192, "max_seq_len": 92, "use_tokenizer": False}},
+    "layout2img-openimages256": {
+        "target": BERT,
+        "params": {"n_embed": 32, "n_layer": 2, "vocab_size": 8192, "max_seq_len": 92, "use_tokenizer": False},
+    },
     "cin256": {"target": CLASS, "params": {"embed_dim": 32, "key": "class_label"}},
     "cin256-v2": {"target": CLASS, "params": {"n_classes": 1001, "embed_dim": 32, "key": "class_label"}},
 }
@@ -86,14 +90,19 @@ class _Holder(nn.Module):
 
 def _x_attention(dim: int) -> nn.Module:
     inner = XTRANSFORMERS_HEADS * XTRANSFORMERS_DIM_HEAD
-    return _Holder(to_q=nn.Linear(dim, inner, bias=False), to_k=nn.Linear(dim, inner, bias=False),
-                   to_v=nn.Linear(dim, inner, bias=False), to_out=nn.Linear(inner, dim))
+    return _Holder(
+        to_q=nn.Linear(dim, inner, bias=False),
+        to_k=nn.Linear(dim, inner, bias=False),
+        to_v=nn.Linear(dim, inner, bias=False),
+        to_out=nn.Linear(inner, dim),
+    )
 
 
 def _x_feed_forward(dim: int) -> nn.Module:
     inner = XTRANSFORMERS_FF_MULT * dim
-    return _Holder(net=nn.Sequential(nn.Sequential(nn.Linear(dim, inner), nn.GELU()), nn.Dropout(0.0),
-                                     nn.Linear(inner, dim)))
+    return _Holder(
+        net=nn.Sequential(nn.Sequential(nn.Linear(dim, inner), nn.GELU()), nn.Dropout(0.0), nn.Linear(inner, dim))
+    )
 
 
 def bert_embedder_standin(params: Mapping[str, Any]) -> nn.Module:

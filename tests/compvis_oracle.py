@@ -45,20 +45,43 @@ RESCALER = "ldm.modules.encoders.modules.SpatialRescaler"
 
 # ---------------------------------------------------------------------------------------------- the zoo YAMLs
 def _ddconfig(z, ch_mult, attn=(), double_z=False, **extra):
-    return dict(double_z=double_z, z_channels=z, resolution=256, in_channels=3, out_ch=3, ch=128,
-                ch_mult=list(ch_mult), num_res_blocks=2, attn_resolutions=list(attn), dropout=0.0, **extra)
+    return dict(
+        double_z=double_z,
+        z_channels=z,
+        resolution=256,
+        in_channels=3,
+        out_ch=3,
+        ch=128,
+        ch_mult=list(ch_mult),
+        num_res_blocks=2,
+        attn_resolutions=list(attn),
+        dropout=0.0,
+        **extra,
+    )
 
 
 def _kl(z, ch_mult, attn=(), target="ldm.models.autoencoder.AutoencoderKL"):
-    return {"target": target, "params": {"embed_dim": z, "monitor": "val/rec_loss",
-                                         "ddconfig": _ddconfig(z, ch_mult, attn, double_z=True),
-                                         "lossconfig": {"target": "torch.nn.Identity"}}}
+    return {
+        "target": target,
+        "params": {
+            "embed_dim": z,
+            "monitor": "val/rec_loss",
+            "ddconfig": _ddconfig(z, ch_mult, attn, double_z=True),
+            "lossconfig": {"target": "torch.nn.Identity"},
+        },
+    }
 
 
 def _vq(z, n_embed, ch_mult, attn=(), target="ldm.models.autoencoder.VQModelInterface", **extra):
-    return {"target": target, "params": {"embed_dim": z, "n_embed": n_embed,
-                                         "ddconfig": _ddconfig(z, ch_mult, attn, **extra),
-                                         "lossconfig": {"target": "torch.nn.Identity"}}}
+    return {
+        "target": target,
+        "params": {
+            "embed_dim": z,
+            "n_embed": n_embed,
+            "ddconfig": _ddconfig(z, ch_mult, attn, **extra),
+            "lossconfig": {"target": "torch.nn.Identity"},
+        },
+    }
 
 
 def _unet(**params):
@@ -66,90 +89,283 @@ def _unet(**params):
 
 
 def _ldm(unet, first_stage, cond_stage, **params):
-    return {"target": LDM, "params": {"timesteps": 1000, "unet_config": unet, "first_stage_config": first_stage,
-                                      "cond_stage_config": cond_stage, **params}}
+    return {
+        "target": LDM,
+        "params": {
+            "timesteps": 1000,
+            "unet_config": unet,
+            "first_stage_config": first_stage,
+            "cond_stage_config": cond_stage,
+            **params,
+        },
+    }
 
 
 VQ_F4 = _vq(3, 8192, (1, 2, 4))
 KL_F8 = _kl(4, (1, 2, 4, 4))
-_FACES = dict(linear_start=0.0015, linear_end=0.0195, first_stage_key="image", cond_stage_key="class_label",
-              image_size=64, channels=3, cond_stage_trainable=False, concat_mode=False, monitor="val/loss")
-_FACES_UNET = _unet(image_size=64, in_channels=3, out_channels=3, model_channels=224, attention_resolutions=[8, 4, 2],
-                    num_res_blocks=2, channel_mult=[1, 2, 3, 4], num_head_channels=32)
-_SEMANTIC = dict(linear_start=0.0015, linear_end=0.0205, loss_type="l1", first_stage_key="image",
-                 cond_stage_key="segmentation", channels=3, concat_mode=True, cond_stage_trainable=True)
+_FACES = dict(
+    linear_start=0.0015,
+    linear_end=0.0195,
+    first_stage_key="image",
+    cond_stage_key="class_label",
+    image_size=64,
+    channels=3,
+    cond_stage_trainable=False,
+    concat_mode=False,
+    monitor="val/loss",
+)
+_FACES_UNET = _unet(
+    image_size=64,
+    in_channels=3,
+    out_channels=3,
+    model_channels=224,
+    attention_resolutions=[8, 4, 2],
+    num_res_blocks=2,
+    channel_mult=[1, 2, 3, 4],
+    num_head_channels=32,
+)
+_SEMANTIC = dict(
+    linear_start=0.0015,
+    linear_end=0.0205,
+    loss_type="l1",
+    first_stage_key="image",
+    cond_stage_key="segmentation",
+    channels=3,
+    concat_mode=True,
+    cond_stage_trainable=True,
+)
 _SEMANTIC_COND = {"target": RESCALER, "params": {"n_stages": 2, "in_channels": 182, "out_channels": 3}}
 
 
 def _semantic(size):
-    unet = _unet(image_size=size, in_channels=6, out_channels=3, model_channels=128, attention_resolutions=[32, 16, 8],
-                 num_res_blocks=2, channel_mult=[1, 4, 8], num_heads=8)
+    unet = _unet(
+        image_size=size,
+        in_channels=6,
+        out_channels=3,
+        model_channels=128,
+        attention_resolutions=[32, 16, 8],
+        num_res_blocks=2,
+        channel_mult=[1, 4, 8],
+        num_heads=8,
+    )
     return _ldm(unet, VQ_F4, _SEMANTIC_COND, image_size=size, **_SEMANTIC)
 
 
 ZOO: dict[str, dict[str, Any]] = {
     "txt2img-1p4B": _ldm(
-        _unet(image_size=32, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
-              num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True,
-              transformer_depth=1, context_dim=1280, use_checkpoint=True, legacy=False),
-        KL_F8, {"target": BERT, "params": {"n_embed": 1280, "n_layer": 32}},
-        linear_start=0.00085, linear_end=0.012, num_timesteps_cond=1, log_every_t=200, first_stage_key="image",
-        cond_stage_key="caption", image_size=32, channels=4, cond_stage_trainable=True, conditioning_key="crossattn",
-        monitor="val/loss_simple_ema", scale_factor=0.18215, use_ema=False),
+        _unet(
+            image_size=32,
+            in_channels=4,
+            out_channels=4,
+            model_channels=320,
+            attention_resolutions=[4, 2, 1],
+            num_res_blocks=2,
+            channel_mult=[1, 2, 4, 4],
+            num_heads=8,
+            use_spatial_transformer=True,
+            transformer_depth=1,
+            context_dim=1280,
+            use_checkpoint=True,
+            legacy=False,
+        ),
+        KL_F8,
+        {"target": BERT, "params": {"n_embed": 1280, "n_layer": 32}},
+        linear_start=0.00085,
+        linear_end=0.012,
+        num_timesteps_cond=1,
+        log_every_t=200,
+        first_stage_key="image",
+        cond_stage_key="caption",
+        image_size=32,
+        channels=4,
+        cond_stage_trainable=True,
+        conditioning_key="crossattn",
+        monitor="val/loss_simple_ema",
+        scale_factor=0.18215,
+        use_ema=False,
+    ),
     "text2img256": _ldm(
-        _unet(image_size=64, in_channels=3, out_channels=3, model_channels=192, attention_resolutions=[8, 4, 2],
-              num_res_blocks=2, channel_mult=[1, 2, 3, 5], num_head_channels=32, use_spatial_transformer=True,
-              transformer_depth=1, context_dim=640),
-        VQ_F4, {"target": BERT, "params": {"n_embed": 640, "n_layer": 32}},
-        linear_start=0.0015, linear_end=0.0195, first_stage_key="image", cond_stage_key="caption", image_size=64,
-        channels=3, cond_stage_trainable=True, conditioning_key="crossattn"),
+        _unet(
+            image_size=64,
+            in_channels=3,
+            out_channels=3,
+            model_channels=192,
+            attention_resolutions=[8, 4, 2],
+            num_res_blocks=2,
+            channel_mult=[1, 2, 3, 5],
+            num_head_channels=32,
+            use_spatial_transformer=True,
+            transformer_depth=1,
+            context_dim=640,
+        ),
+        VQ_F4,
+        {"target": BERT, "params": {"n_embed": 640, "n_layer": 32}},
+        linear_start=0.0015,
+        linear_end=0.0195,
+        first_stage_key="image",
+        cond_stage_key="caption",
+        image_size=64,
+        channels=3,
+        cond_stage_trainable=True,
+        conditioning_key="crossattn",
+    ),
     "layout2img-openimages256": _ldm(
-        _unet(image_size=64, in_channels=3, out_channels=3, model_channels=128, attention_resolutions=[8, 4, 2],
-              num_res_blocks=2, channel_mult=[1, 2, 3, 4], num_head_channels=32, use_spatial_transformer=True,
-              transformer_depth=3, context_dim=512),
-        VQ_F4, {"target": BERT, "params": {"n_embed": 512, "n_layer": 16, "vocab_size": 8192, "max_seq_len": 92,
-                                           "use_tokenizer": False}},
-        linear_start=0.0015, linear_end=0.0205, loss_type="l1", first_stage_key="image",
-        cond_stage_key="coordinates_bbox", image_size=64, channels=3, conditioning_key="crossattn",
-        cond_stage_trainable=True),
+        _unet(
+            image_size=64,
+            in_channels=3,
+            out_channels=3,
+            model_channels=128,
+            attention_resolutions=[8, 4, 2],
+            num_res_blocks=2,
+            channel_mult=[1, 2, 3, 4],
+            num_head_channels=32,
+            use_spatial_transformer=True,
+            transformer_depth=3,
+            context_dim=512,
+        ),
+        VQ_F4,
+        {
+            "target": BERT,
+            "params": {"n_embed": 512, "n_layer": 16, "vocab_size": 8192, "max_seq_len": 92, "use_tokenizer": False},
+        },
+        linear_start=0.0015,
+        linear_end=0.0205,
+        loss_type="l1",
+        first_stage_key="image",
+        cond_stage_key="coordinates_bbox",
+        image_size=64,
+        channels=3,
+        conditioning_key="crossattn",
+        cond_stage_trainable=True,
+    ),
     "semantic_synthesis256": _semantic(64),
     "semantic_synthesis512": _semantic(128),
     "bsr_sr": _ldm(
-        _unet(image_size=64, in_channels=6, out_channels=3, model_channels=160, attention_resolutions=[16, 8],
-              num_res_blocks=2, channel_mult=[1, 2, 2, 4], num_head_channels=32),
-        VQ_F4, {"target": "torch.nn.Identity"},
-        linear_start=0.0015, linear_end=0.0155, loss_type="l2", first_stage_key="image", cond_stage_key="LR_image",
-        image_size=64, channels=3, concat_mode=True, cond_stage_trainable=False),
+        _unet(
+            image_size=64,
+            in_channels=6,
+            out_channels=3,
+            model_channels=160,
+            attention_resolutions=[16, 8],
+            num_res_blocks=2,
+            channel_mult=[1, 2, 2, 4],
+            num_head_channels=32,
+        ),
+        VQ_F4,
+        {"target": "torch.nn.Identity"},
+        linear_start=0.0015,
+        linear_end=0.0155,
+        loss_type="l2",
+        first_stage_key="image",
+        cond_stage_key="LR_image",
+        image_size=64,
+        channels=3,
+        concat_mode=True,
+        cond_stage_trainable=False,
+    ),
     "inpainting_big": _ldm(
-        _unet(image_size=64, in_channels=7, out_channels=3, model_channels=256, attention_resolutions=[8, 4, 2],
-              num_res_blocks=2, channel_mult=[1, 2, 3, 4], num_heads=8, resblock_updown=True),
-        _vq(3, 8192, (1, 2, 4), attn_type="none"), "__is_first_stage__",
-        linear_start=0.0015, linear_end=0.0205, loss_type="l1", first_stage_key="image", cond_stage_key="masked_image",
-        image_size=64, channels=3, concat_mode=True),
+        _unet(
+            image_size=64,
+            in_channels=7,
+            out_channels=3,
+            model_channels=256,
+            attention_resolutions=[8, 4, 2],
+            num_res_blocks=2,
+            channel_mult=[1, 2, 3, 4],
+            num_heads=8,
+            resblock_updown=True,
+        ),
+        _vq(3, 8192, (1, 2, 4), attn_type="none"),
+        "__is_first_stage__",
+        linear_start=0.0015,
+        linear_end=0.0205,
+        loss_type="l1",
+        first_stage_key="image",
+        cond_stage_key="masked_image",
+        image_size=64,
+        channels=3,
+        concat_mode=True,
+    ),
     "cin256": _ldm(
-        _unet(image_size=32, in_channels=4, out_channels=4, model_channels=256, attention_resolutions=[4, 2, 1],
-              num_res_blocks=2, channel_mult=[1, 2, 4], num_head_channels=32, use_spatial_transformer=True,
-              transformer_depth=1, context_dim=512),
-        _vq(4, 16384, (1, 2, 2, 4), attn=(32,)), {"target": CLASS, "params": {"embed_dim": 512, "key": "class_label"}},
-        linear_start=0.0015, linear_end=0.0195, first_stage_key="image", cond_stage_key="class_label", image_size=32,
-        channels=4, cond_stage_trainable=True, conditioning_key="crossattn"),
+        _unet(
+            image_size=32,
+            in_channels=4,
+            out_channels=4,
+            model_channels=256,
+            attention_resolutions=[4, 2, 1],
+            num_res_blocks=2,
+            channel_mult=[1, 2, 4],
+            num_head_channels=32,
+            use_spatial_transformer=True,
+            transformer_depth=1,
+            context_dim=512,
+        ),
+        _vq(4, 16384, (1, 2, 2, 4), attn=(32,)),
+        {"target": CLASS, "params": {"embed_dim": 512, "key": "class_label"}},
+        linear_start=0.0015,
+        linear_end=0.0195,
+        first_stage_key="image",
+        cond_stage_key="class_label",
+        image_size=32,
+        channels=4,
+        cond_stage_trainable=True,
+        conditioning_key="crossattn",
+    ),
     "cin256-v2": _ldm(
-        _unet(image_size=64, in_channels=3, out_channels=3, model_channels=192, attention_resolutions=[8, 4, 2],
-              num_res_blocks=2, channel_mult=[1, 2, 3, 5], num_heads=1, use_spatial_transformer=True,
-              transformer_depth=1, context_dim=512),
-        VQ_F4, {"target": CLASS, "params": {"n_classes": 1001, "embed_dim": 512, "key": "class_label"}},
-        linear_start=0.0015, linear_end=0.0195, first_stage_key="image", cond_stage_key="class_label", image_size=64,
-        channels=3, cond_stage_trainable=True, conditioning_key="crossattn", use_ema=False),
+        _unet(
+            image_size=64,
+            in_channels=3,
+            out_channels=3,
+            model_channels=192,
+            attention_resolutions=[8, 4, 2],
+            num_res_blocks=2,
+            channel_mult=[1, 2, 3, 5],
+            num_heads=1,
+            use_spatial_transformer=True,
+            transformer_depth=1,
+            context_dim=512,
+        ),
+        VQ_F4,
+        {"target": CLASS, "params": {"n_classes": 1001, "embed_dim": 512, "key": "class_label"}},
+        linear_start=0.0015,
+        linear_end=0.0195,
+        first_stage_key="image",
+        cond_stage_key="class_label",
+        image_size=64,
+        channels=3,
+        cond_stage_trainable=True,
+        conditioning_key="crossattn",
+        use_ema=False,
+    ),
     "celebahq": _ldm(_FACES_UNET, VQ_F4, "__is_unconditional__", **_FACES),
     "ffhq": _ldm(_FACES_UNET, VQ_F4, "__is_unconditional__", **_FACES),
     "lsun-bedrooms": _ldm(_FACES_UNET, VQ_F4, "__is_unconditional__", **_FACES),
     "lsun-churches": _ldm(
-        _unet(image_size=32, in_channels=4, out_channels=4, model_channels=192, attention_resolutions=[1, 2, 4, 8],
-              num_res_blocks=2, channel_mult=[1, 2, 2, 4, 4], num_heads=8, use_scale_shift_norm=True,
-              resblock_updown=True),
-        KL_F8, "__is_unconditional__",
-        linear_start=0.0015, linear_end=0.0155, loss_type="l1", first_stage_key="image", cond_stage_key="image",
-        image_size=32, channels=4, cond_stage_trainable=False, concat_mode=False, scale_by_std=True),
+        _unet(
+            image_size=32,
+            in_channels=4,
+            out_channels=4,
+            model_channels=192,
+            attention_resolutions=[1, 2, 4, 8],
+            num_res_blocks=2,
+            channel_mult=[1, 2, 2, 4, 4],
+            num_heads=8,
+            use_scale_shift_norm=True,
+            resblock_updown=True,
+        ),
+        KL_F8,
+        "__is_unconditional__",
+        linear_start=0.0015,
+        linear_end=0.0155,
+        loss_type="l1",
+        first_stage_key="image",
+        cond_stage_key="image",
+        image_size=32,
+        channels=4,
+        cond_stage_trainable=False,
+        concat_mode=False,
+        scale_by_std=True,
+    ),
     # the standalone first stages (models/first_stage_models/*/config.yaml)
     "kl-f4": _kl(3, (1, 2, 4)),
     "kl-f8": _kl(4, (1, 2, 4, 4)),
@@ -162,8 +378,10 @@ ZOO: dict[str, dict[str, Any]] = {
     "vq-f16": _vq(8, 16384, (1, 1, 2, 2, 4), attn=(16,), target="ldm.models.autoencoder.VQModel"),
 }
 for _name in ("kl-f4", "kl-f8", "kl-f16", "kl-f32"):  # the zoo autoencoders were trained with LPIPS + a discriminator
-    ZOO[_name]["params"]["lossconfig"] = {"target": "ldm.modules.losses.LPIPSWithDiscriminator",
-                                          "params": {"disc_start": 50001, "kl_weight": 1e-6, "disc_weight": 0.5}}
+    ZOO[_name]["params"]["lossconfig"] = {
+        "target": "ldm.modules.losses.LPIPSWithDiscriminator",
+        "params": {"disc_start": 50001, "kl_weight": 1e-6, "disc_weight": 0.5},
+    }
 AUTOENCODERS = [n for n, c in ZOO.items() if c["target"] != LDM]
 LDMS = [n for n, c in ZOO.items() if c["target"] == LDM]
 
@@ -204,8 +422,7 @@ class CompVisSpatialTransformer(ldm_attention.SpatialTransformer):
     def __init__(self, in_channels, n_heads, d_head, depth=1, dropout=0.0, context_dim=None, **kwargs):
         if context_dim is not None and not isinstance(context_dim, list):
             context_dim = [context_dim] * depth
-        super().__init__(in_channels, n_heads, d_head, depth=depth, dropout=dropout, context_dim=context_dim,
-                         **kwargs)
+        super().__init__(in_channels, n_heads, d_head, depth=depth, dropout=dropout, context_dim=context_dim, **kwargs)
 
     def forward(self, x, context=None):
         if not isinstance(context, list):
@@ -263,8 +480,9 @@ def original_first_stage(first_stage_config: Mapping[str, Any], seed: int = 0) -
 def schedule_buffers(params: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """``DDPM.register_schedule`` of CompVis (float64 numpy maths stored as float32 buffers)."""
     T = params.get("timesteps", 1000)
-    betas = make_beta_schedule(params.get("beta_schedule", "linear"), T, linear_start=params["linear_start"],
-                               linear_end=params["linear_end"])
+    betas = make_beta_schedule(
+        params.get("beta_schedule", "linear"), T, linear_start=params["linear_start"], linear_end=params["linear_end"]
+    )
     alphas_cumprod = np.cumprod(1.0 - betas, axis=0)
     alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
     posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
@@ -331,9 +549,13 @@ class OriginalModel:
             sd = dict(self.first_stage.state_dict())
             if loss_keys:
                 gen = torch.Generator().manual_seed(7)
-                sd.update({"loss.logvar": torch.zeros(()),
-                           "loss.discriminator.main.0.weight": torch.randn(64, 3, 4, 4, generator=gen),
-                           "loss.perceptual_loss.lin0.model.1.weight": torch.randn(1, 64, 1, 1, generator=gen)})
+                sd.update(
+                    {
+                        "loss.logvar": torch.zeros(()),
+                        "loss.discriminator.main.0.weight": torch.randn(64, 3, 4, 4, generator=gen),
+                        "loss.perceptual_loss.lin0.model.1.weight": torch.randn(1, 64, 1, 1, generator=gen),
+                    }
+                )
             return sd
         params = self.config["params"]
         sd = {"model.diffusion_model." + k: v for k, v in self.raw_unet.state_dict().items()}
@@ -342,7 +564,7 @@ class OriginalModel:
         first = {"first_stage_model." + k: v for k, v in self.first_stage.state_dict().items()}
         sd.update(first)
         if self.cond_stage_config == "__is_first_stage__":  # the aliased module is saved under both names
-            sd.update({"cond_stage_model." + k[len("first_stage_model."):]: v for k, v in first.items()})
+            sd.update({"cond_stage_model." + k[len("first_stage_model.") :]: v for k, v in first.items()})
         else:
             sd.update(cond_stage_state_dict(self.cond_stage_config, seed=4, prefix="cond_stage_model."))
         sd.update(schedule_buffers(params))
@@ -370,8 +592,10 @@ def unet_inputs(config: Mapping[str, Any], batch: int = 2, seed: int = 1) -> dic
     cond = config["params"]["cond_stage_config"]
     gen = torch.Generator().manual_seed(seed)
     side = 2 ** len(unet["channel_mult"])  # the lowest level is 2 × 2
-    inputs = {"x": torch.randn(batch, unet["in_channels"], side, side, generator=gen),
-              "timesteps": torch.tensor([17, 901][:batch])}
+    inputs = {
+        "x": torch.randn(batch, unet["in_channels"], side, side, generator=gen),
+        "timesteps": torch.tensor([17, 901][:batch]),
+    }
     if unet.get("context_dim"):
         length = 1 if cond["target"] == CLASS else cond["params"].get("max_seq_len", 77)
         inputs["context"] = torch.randn(batch, length, unet["context_dim"], generator=gen)

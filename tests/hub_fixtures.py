@@ -41,8 +41,13 @@ OTHER_USER = "someone-else"
 
 _LIBRARIES = ("huggingface_hub", "diffusers", "transformers", "datasets")
 # Module-level names these libraries cache from the environment at import time.
-_ENDPOINT_NAMES = ("ENDPOINT", "HF_ENDPOINT", "HUGGINGFACE_CO_RESOLVE_ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE",
-                   "HUB_DATASETS_URL")
+_ENDPOINT_NAMES = (
+    "ENDPOINT",
+    "HF_ENDPOINT",
+    "HUGGINGFACE_CO_RESOLVE_ENDPOINT",
+    "HUGGINGFACE_CO_URL_TEMPLATE",
+    "HUB_DATASETS_URL",
+)
 _OFFLINE_NAMES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "_is_offline_mode")
 _CACHED_NAMES = _ENDPOINT_NAMES + _OFFLINE_NAMES + ("HF_HUB_DISABLE_XET",)
 
@@ -59,10 +64,16 @@ def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str,
 
     old_endpoint = constants.ENDPOINT
     home.mkdir(parents=True, exist_ok=True)
-    env = {"HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(home),
-           "HF_HUB_CACHE": str(home / "hub"), "HF_DATASETS_CACHE": str(home / "datasets"),
-           "HF_HUB_DISABLE_TELEMETRY": "1",
-           "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    env = {
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": token,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_DATASETS_CACHE": str(home / "datasets"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HUGGING_FACE_HUB_TOKEN"):
@@ -74,7 +85,7 @@ def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str,
                 continue
             value = vars(module)[name]
             if name in _ENDPOINT_NAMES and isinstance(value, str) and value.startswith(old_endpoint):
-                monkeypatch.setattr(module, name, endpoint + value[len(old_endpoint):])
+                monkeypatch.setattr(module, name, endpoint + value[len(old_endpoint) :])
             elif name in _OFFLINE_NAMES and isinstance(value, bool):
                 monkeypatch.setattr(module, name, False)
             elif name == "HF_HUB_DISABLE_XET" and isinstance(value, bool):
@@ -100,8 +111,12 @@ def point_clients_at(monkeypatch: pytest.MonkeyPatch, endpoint: str, token: str,
         monkeypatch.setattr(dconfig, "HF_DATASETS_CACHE", home / "datasets")
         monkeypatch.setattr(dconfig, "HF_HUB_CACHE", str(home / "hub"), raising=False)
 
-    stale = [f"{name}.{attr}" for name, module in _library_modules() for attr in _ENDPOINT_NAMES
-             if isinstance(vars(module).get(attr), str) and vars(module)[attr].startswith("https://huggingface.co")]
+    stale = [
+        f"{name}.{attr}"
+        for name, module in _library_modules()
+        for attr in _ENDPOINT_NAMES
+        if isinstance(vars(module).get(attr), str) and vars(module)[attr].startswith("https://huggingface.co")
+    ]
     assert not stale, f"Hub endpoint still cached in {stale}"
     assert constants.ENDPOINT == endpoint and not constants.is_offline_mode()
 
@@ -133,6 +148,12 @@ def running_hub(root: Path) -> Iterator[HubServer]:
 def hub_env(server: HubServer, home: Path, token: str = TOKEN) -> dict[str, str]:
     """Environment for a subprocess (the ``ldm-hub`` CLI) talking to ``server``."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_ENDPOINT=server.url, HF_TOKEN=token, HF_HUB_DISABLE_XET="1", HF_HOME=str(home),
-               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    env.update(
+        HF_ENDPOINT=server.url,
+        HF_TOKEN=token,
+        HF_HUB_DISABLE_XET="1",
+        HF_HOME=str(home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    )
     return env

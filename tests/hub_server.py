@@ -55,10 +55,40 @@ LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub stores files above 10 MB in LFS
 DEFAULT_GITATTRIBUTES = "".join(
     f"{pattern} filter=lfs diff=lfs merge=lfs -text\n"
     for pattern in (
-        "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lfs.*",
-        "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb",
-        "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors", "*.tar.*", "*.tar", "*.tflite",
-        "*.tgz", "*.wasm", "*.xz", "*.zip", "*.zst", "*tfevents*",
+        "*.7z",
+        "*.arrow",
+        "*.bin",
+        "*.bz2",
+        "*.ckpt",
+        "*.ftz",
+        "*.gz",
+        "*.h5",
+        "*.joblib",
+        "*.lfs.*",
+        "*.mlmodel",
+        "*.model",
+        "*.msgpack",
+        "*.npy",
+        "*.npz",
+        "*.onnx",
+        "*.ot",
+        "*.parquet",
+        "*.pb",
+        "*.pickle",
+        "*.pkl",
+        "*.pt",
+        "*.pth",
+        "*.rar",
+        "*.safetensors",
+        "*.tar.*",
+        "*.tar",
+        "*.tflite",
+        "*.tgz",
+        "*.wasm",
+        "*.xz",
+        "*.zip",
+        "*.zst",
+        "*tfevents*",
     )
 )
 DATASET_GITATTRIBUTES_EXTRA = "".join(
@@ -131,8 +161,8 @@ class Repo:
         if rev in self.tags:
             return self.tags[rev]
         for prefix, table in (("refs/heads/", self.branches), ("refs/tags/", self.tags)):
-            if rev.startswith(prefix) and rev[len(prefix):] in table:
-                return table[rev[len(prefix):]]
+            if rev.startswith(prefix) and rev[len(prefix) :] in table:
+                return table[rev[len(prefix) :]]
         match = re.fullmatch(r"refs/pr/(\d+)", rev)
         if match and int(match[1]) in self.prs:
             return self.prs[int(match[1])]
@@ -183,8 +213,16 @@ class HubState:
             self._counter += 1
             return hashlib.sha1("\0".join((*parts, str(self._counter), repr(time.time()))).encode()).hexdigest()
 
-    def make_commit(self, repo: Repo, parent: str | None, title: str, message: str, author: str,
-                    tree: dict[str, Entry], git_oids: dict[str, str]) -> Commit:
+    def make_commit(
+        self,
+        repo: Repo,
+        parent: str | None,
+        title: str,
+        message: str,
+        author: str,
+        tree: dict[str, Entry],
+        git_oids: dict[str, str],
+    ) -> Commit:
         listing = "\n".join(f"{p} {e.sha256} {e.lfs}" for p, e in sorted(tree.items()))
         sha = self.new_sha(repo.id, parent or "", title, listing)
         commit = Commit(sha, parent, title, message, author, _now(), tree, git_oids)
@@ -357,8 +395,14 @@ class _HubHandler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self._send(500, json.dumps({"error": "test server bug"}).encode())
 
-    def _send(self, status: int, body: bytes = b"", headers: dict | None = None,
-              content_type: str = "application/json", length: int | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict | None = None,
+        content_type: str = "application/json",
+        length: int | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for k, v in (headers or {}).items():
@@ -381,7 +425,7 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _user(self, *, required: bool) -> str | None:
         """The caller's user name. A wrong token is 401 everywhere; no token is 401 only for writes."""
         auth = self.headers.get("Authorization", "")
-        token = auth[len("Bearer "):].strip() if auth.startswith("Bearer ") else None
+        token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else None
         if token:
             user = self.hub.tokens.get(token)
             if user is None:
@@ -428,7 +472,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             i = s.index("resolve")
             repo_type, rest = self._split_prefix(s[:i])
             if len(seg) > i + 2:
-                return self._resolve(repo_type, "/".join(rest), s[i + 1], "/".join(s[i + 2:]))
+                return self._resolve(repo_type, "/".join(rest), s[i + 1], "/".join(s[i + 2 :]))
         raise HubError(404, f"no route for {method} {self.path}")
 
     @staticmethod
@@ -440,11 +484,21 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _api_repo(self, method: str, repo_type: str, seg: list[str]) -> None:
         """/api/{type}s/{ns}/{name}[/{action}/{rev}[/{path}]] (segments still URL-quoted)."""
         s = [unquote(x) for x in seg]
-        actions = {"revision", "preupload", "commit", "tree", "paths-info", "refs", "branch", "tag", "commits",
-                   "settings"}
+        actions = {
+            "revision",
+            "preupload",
+            "commit",
+            "tree",
+            "paths-info",
+            "refs",
+            "branch",
+            "tag",
+            "commits",
+            "settings",
+        }
         # repo ids are "ns/name" (or a canonical "name"): the action is the first known keyword after it
         cut = next((i for i in (2, 1) if len(s) > i and s[i] in actions), len(s))
-        repo_id, action, args = "/".join(s[:cut]), (s[cut] if cut < len(s) else None), s[cut + 1:]
+        repo_id, action, args = "/".join(s[:cut]), (s[cut] if cut < len(s) else None), s[cut + 1 :]
         if action is None and method == "GET":
             return self._info(repo_type, repo_id, "main")
         if action == "revision" and method == "GET":
@@ -472,13 +526,25 @@ class _HubHandler(BaseHTTPRequestHandler):
     # ---------------------------------------------------------------- account and repos
     def _whoami(self) -> None:
         user = self._user(required=True)
-        self._json({
-            "type": "user", "id": hashlib.md5(user.encode()).hexdigest()[:24], "name": user, "fullname": user,
-            "email": f"{user}@example.com", "emailVerified": True, "canPay": False, "isPro": False,
-            "periodEnd": None, "avatarUrl": "", "orgs": [],
-            "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write",
-                                                             "createdAt": _now()}},
-        })
+        self._json(
+            {
+                "type": "user",
+                "id": hashlib.md5(user.encode()).hexdigest()[:24],
+                "name": user,
+                "fullname": user,
+                "email": f"{user}@example.com",
+                "emailVerified": True,
+                "canPay": False,
+                "isPro": False,
+                "periodEnd": None,
+                "avatarUrl": "",
+                "orgs": [],
+                "auth": {
+                    "type": "access_token",
+                    "accessToken": {"displayName": "test", "role": "write", "createdAt": _now()},
+                },
+            }
+        )
 
     def _validate_yaml(self) -> None:
         """The card's YAML front matter must parse to a mapping with list-valued ``tags`` (400 otherwise)."""
@@ -517,15 +583,23 @@ class _HubHandler(BaseHTTPRequestHandler):
         with self.hub.lock:
             existing = self.hub.repos.get((repo_type, repo_id))
             if existing is not None:
-                return self._json({"error": f"You already created this {repo_type} repo",
-                                   "url": self._repo_url(existing)}, status=409)
+                return self._json(
+                    {"error": f"You already created this {repo_type} repo", "url": self._repo_url(existing)},
+                    status=409,
+                )
             repo = Repo(repo_type, repo_id, user, private, _now())
             attributes = DEFAULT_GITATTRIBUTES + (DATASET_GITATTRIBUTES_EXTRA if repo_type == "dataset" else "")
             data = attributes.encode()
             sha = self.hub.store_blob(data)
-            first = self.hub.make_commit(repo, None, "initial commit", "", user,
-                                         {".gitattributes": Entry(len(data), sha, False)},
-                                         {".gitattributes": git_blob_oid(data)})
+            first = self.hub.make_commit(
+                repo,
+                None,
+                "initial commit",
+                "",
+                user,
+                {".gitattributes": Entry(len(data), sha, False)},
+                {".gitattributes": git_blob_oid(data)},
+            )
             repo.branches["main"] = first.sha
             self.hub.repos[(repo_type, repo_id)] = repo
         self._json({"url": self._repo_url(repo), "name": repo_id, "id": hashlib.md5(repo_id.encode()).hexdigest()})
@@ -568,16 +642,23 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _file_json(self, path: str, entry: Entry, commit: Commit, *, expand: bool) -> dict:
         out = {"type": "file", "oid": commit.git_oids[path], "size": entry.size, "path": path}
         if entry.lfs:
-            out["lfs"] = {"oid": entry.sha256, "size": entry.size,
-                          "pointerSize": len(lfs_pointer(entry.sha256, entry.size))}
+            out["lfs"] = {
+                "oid": entry.sha256,
+                "size": entry.size,
+                "pointerSize": len(lfs_pointer(entry.sha256, entry.size)),
+            }
         if expand:
             out["lastCommit"] = {"id": commit.sha, "title": commit.title, "date": commit.date}
             out["securityFileStatus"] = {"status": "safe"}
         return out
 
     def _dir_json(self, path: str, commit: Commit, *, expand: bool) -> dict:
-        out = {"type": "directory", "oid": hashlib.sha1(f"{commit.sha}:{path}".encode()).hexdigest(),
-               "size": 0, "path": path}
+        out = {
+            "type": "directory",
+            "oid": hashlib.sha1(f"{commit.sha}:{path}".encode()).hexdigest(),
+            "size": 0,
+            "path": path,
+        }
         if expand:
             out["lastCommit"] = {"id": commit.sha, "title": commit.title, "date": commit.date}
         return out
@@ -593,14 +674,26 @@ class _HubHandler(BaseHTTPRequestHandler):
             if blobs:
                 sibling.update(size=entry.size, blobId=commit.git_oids[path])
                 if entry.lfs:
-                    sibling["lfs"] = {"sha256": entry.sha256, "size": entry.size,
-                                      "pointerSize": len(lfs_pointer(entry.sha256, entry.size))}
+                    sibling["lfs"] = {
+                        "sha256": entry.sha256,
+                        "size": entry.size,
+                        "pointerSize": len(lfs_pointer(entry.sha256, entry.size)),
+                    }
             siblings.append(sibling)
         card = self._card_data(commit)
         info = {
-            "_id": hashlib.md5(repo.id.encode()).hexdigest()[:24], "id": repo.id, "author": repo.owner,
-            "sha": commit.sha, "lastModified": commit.date, "createdAt": repo.created, "private": repo.private,
-            "gated": False, "disabled": False, "downloads": 0, "likes": 0, "siblings": siblings,
+            "_id": hashlib.md5(repo.id.encode()).hexdigest()[:24],
+            "id": repo.id,
+            "author": repo.owner,
+            "sha": commit.sha,
+            "lastModified": commit.date,
+            "createdAt": repo.created,
+            "private": repo.private,
+            "gated": False,
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "siblings": siblings,
             "tags": list((card or {}).get("tags") or []),
         }
         if card is not None:
@@ -617,8 +710,12 @@ class _HubHandler(BaseHTTPRequestHandler):
             commit = repo.commits[repo.resolve(revision)]
         entry = commit.tree.get(path)
         if entry is None:
-            raise HubError(404, f"Entry not found: {path} in {repo_id} at {revision}", "EntryNotFound",
-                           headers={"X-Repo-Commit": commit.sha})
+            raise HubError(
+                404,
+                f"Entry not found: {path} in {repo_id} at {revision}",
+                "EntryNotFound",
+                headers={"X-Repo-Commit": commit.sha},
+            )
         headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{commit.git_oids[path]}"', "Accept-Ranges": "bytes"}
         if entry.lfs:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": entry.size})
@@ -634,7 +731,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             if start >= len(data) and len(data) > 0:
                 raise HubError(416, "Range Not Satisfiable", headers={"Content-Range": f"bytes */{len(data)}"})
             end = min(end, len(data) - 1)
-            status, body = 206, data[start:end + 1]
+            status, body = 206, data[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         self._send(status, body, headers, content_type="application/octet-stream")
 
@@ -652,7 +749,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         for path in sorted(commit.tree):
             if not path.startswith(prefix):
                 continue
-            rest = path[len(prefix):].split("/")
+            rest = path[len(prefix) :].split("/")
             for depth in range(1, len(rest)):
                 if recursive or depth == 1:
                     dirs.add(prefix + "/".join(rest[:depth]))
@@ -686,13 +783,16 @@ class _HubHandler(BaseHTTPRequestHandler):
         with self.hub.lock:
             repo = self._repo(repo_type, repo_id)
             out = {
-                "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in repo.branches.items()],
+                "branches": [
+                    {"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in repo.branches.items()
+                ],
                 "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": s} for n, s in repo.tags.items()],
                 "converts": [],
             }
             if self.query.get("include_prs"):
-                out["pullRequests"] = [{"name": f"refs/pr/{n}", "ref": f"refs/pr/{n}", "targetCommit": s}
-                                       for n, s in repo.prs.items()]
+                out["pullRequests"] = [
+                    {"name": f"refs/pr/{n}", "ref": f"refs/pr/{n}", "targetCommit": s} for n, s in repo.prs.items()
+                ]
         self._json(out)
 
     def _commits(self, repo_type: str, repo_id: str, revision: str) -> None:
@@ -702,8 +802,15 @@ class _HubHandler(BaseHTTPRequestHandler):
             out = []
             while sha is not None:
                 c = repo.commits[sha]
-                out.append({"id": c.sha, "title": c.title, "message": c.message,
-                            "authors": [{"user": c.author, "avatar": ""}], "date": c.date})
+                out.append(
+                    {
+                        "id": c.sha,
+                        "title": c.title,
+                        "message": c.message,
+                        "authors": [{"user": c.author, "avatar": ""}],
+                        "date": c.date,
+                    }
+                )
                 sha = c.parent
         self._json(out)
 
@@ -746,8 +853,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         """The sha a write to ``revision`` starts from (a branch or a PR ref; tags and shas are read-only)."""
         if revision in repo.branches or re.fullmatch(r"refs/pr/\d+", revision):
             return repo.resolve(revision)
-        if revision.startswith("refs/heads/") and revision[len("refs/heads/"):] in repo.branches:
-            return repo.branches[revision[len("refs/heads/"):]]
+        if revision.startswith("refs/heads/") and revision[len("refs/heads/") :] in repo.branches:
+            return repo.branches[revision[len("refs/heads/") :]]
         raise HubError(404, f"Invalid rev id: {revision} (not a branch of {repo.id})", "RevisionNotFound")
 
     def _preupload(self, repo_type: str, repo_id: str, revision: str) -> None:
@@ -764,8 +871,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             oid = None
             if existing is not None:
                 oid = existing.sha256 if existing.lfs else commit.git_oids[path]
-            files.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
-                          "oid": oid})
+            files.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
         self._json({"files": files, "commitOid": commit.sha})
 
     def _lfs_batch(self, repo_type: str, repo_id: str) -> None:
@@ -783,8 +889,11 @@ class _HubHandler(BaseHTTPRequestHandler):
                 href = f"http://{host}/lfs-upload/{repo_type}/{quote(repo.id, safe='')}/{oid}/{size}"
                 out["actions"] = {"upload": {"href": href, "expires_at": "2099-01-01T00:00:00Z"}}
             objects.append(out)
-        self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
-                   content_type="application/vnd.git-lfs+json")
+        self._send(
+            200,
+            json.dumps({"transfer": "basic", "objects": objects}).encode(),
+            content_type="application/vnd.git-lfs+json",
+        )
 
     def _lfs_put(self) -> None:
         """PUT /lfs-upload/{type}/{repo}/{oid}/{size}: the raw bytes, checked against oid and size."""
@@ -847,8 +956,11 @@ class _HubHandler(BaseHTTPRequestHandler):
                 elif key == "lfsFile":
                     oid = value["oid"]
                     if oid not in repo.lfs_objects:
-                        raise HubError(422, f"Your push was rejected because an LFS pointer pointed to a file that "
-                                            f"does not exist: {path} (oid {oid}) was never uploaded")
+                        raise HubError(
+                            422,
+                            f"Your push was rejected because an LFS pointer pointed to a file that "
+                            f"does not exist: {path} (oid {oid}) was never uploaded",
+                        )
                     size = value.get("size")
                     real = self.hub.blob_path(oid).stat().st_size
                     if size is not None and int(size) != real:

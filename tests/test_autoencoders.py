@@ -51,7 +51,9 @@ KL_CASES = {
     "kl_f2": (diffusers_config((32, 64), (D, D), layers_per_block=1, norm_num_groups=8), 16),
     "kl_f4_attn_levels": (diffusers_config((32, 64, 64), (D, AD, AD), layers_per_block=2, norm_num_groups=8), 32),
     "kl_f4_no_mid_attn": (
-        diffusers_config((32, 64, 64), (D, D, D), layers_per_block=2, norm_num_groups=8, mid_block_add_attention=False),
+        diffusers_config(
+            (32, 64, 64), (D, D, D), layers_per_block=2, norm_num_groups=8, mid_block_add_attention=False
+        ),
         32,
     ),
     "kl_f8": (diffusers_config((32, 32, 64, 64), (D,) * 4, layers_per_block=1, norm_num_groups=8), 32),
@@ -334,7 +336,11 @@ def test_config_translation_of_published_configs():
     noattn = convert_vq_model_config({**SUPER_RESOLUTION_VQ, "mid_block_add_attention": False, "force_upcast": True})
     assert noattn["mid_block_attention"] is False
     attn = convert_vq_model_config(
-        {**SUPER_RESOLUTION_VQ, "down_block_types": [D, D, AD], "up_block_types": [UP_TYPE[AD], UP_TYPE[D], UP_TYPE[D]]}
+        {
+            **SUPER_RESOLUTION_VQ,
+            "down_block_types": [D, D, AD],
+            "up_block_types": [UP_TYPE[AD], UP_TYPE[D], UP_TYPE[D]],
+        }
     )
     assert attn["attention_levels"] == (False, False, True)
 

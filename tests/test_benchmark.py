@@ -13,9 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_vs_diffusers_runs(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, ROOT / "benchmarks" / "bench_vs_diffusers.py", "--config", "tiny", "--rounds", "2",
-         "--warmup", "1", "--threads", "1", "--json", out],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            ROOT / "benchmarks" / "bench_vs_diffusers.py",
+            "--config",
+            "tiny",
+            "--rounds",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())

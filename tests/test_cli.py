@@ -39,27 +39,75 @@ def text_repo(tmp_path_factory):
 
 def test_help_lists_options():
     out = run("generate", "--help").stdout
-    for flag in ("--model", "--prompt", "--negative-prompt", "--image", "--steps", "--guidance-scale",
-                 "--scheduler", "--seed", "--num-images", "--height", "--width", "--device", "--dtype", "--output"):
+    for flag in (
+        "--model",
+        "--prompt",
+        "--negative-prompt",
+        "--image",
+        "--steps",
+        "--guidance-scale",
+        "--scheduler",
+        "--seed",
+        "--num-images",
+        "--height",
+        "--width",
+        "--device",
+        "--dtype",
+        "--output",
+    ):
         assert flag in out
 
 
 def test_generate_text_matches_python_api(text_repo, tmp_path):
     out = tmp_path / "img.png"
-    proc = run("generate", "--model", text_repo, "--prompt", "a red circle", "--steps", "3",
-               "--guidance-scale", "2", "--seed", "7", "--output", out)
+    proc = run(
+        "generate",
+        "--model",
+        text_repo,
+        "--prompt",
+        "a red circle",
+        "--steps",
+        "3",
+        "--guidance-scale",
+        "2",
+        "--seed",
+        "7",
+        "--output",
+        out,
+    )
     assert f"wrote {out}" in proc.stdout
     pipe = LDMPipeline.from_pretrained(text_repo)
     pipe.set_progress_bar_config(disable=True)
-    ref = pipe("a red circle", num_inference_steps=3, guidance_scale=2.0,
-               generator=torch.Generator().manual_seed(7)).images[0]
+    ref = pipe(
+        "a red circle", num_inference_steps=3, guidance_scale=2.0, generator=torch.Generator().manual_seed(7)
+    ).images[0]
     assert np.array_equal(np.asarray(PIL.Image.open(out)), np.asarray(ref))
 
 
 def test_generate_many_into_folder_with_scheduler(text_repo, tmp_path):
-    proc = run("generate", "--model", text_repo, "--prompt", "x", "--negative-prompt", "y", "--steps", "2",
-               "--guidance-scale", "3", "--num-images", "2", "--scheduler", "dpm++", "--height", "64",
-               "--width", "128", "--output", tmp_path / "outs")
+    proc = run(
+        "generate",
+        "--model",
+        text_repo,
+        "--prompt",
+        "x",
+        "--negative-prompt",
+        "y",
+        "--steps",
+        "2",
+        "--guidance-scale",
+        "3",
+        "--num-images",
+        "2",
+        "--scheduler",
+        "dpm++",
+        "--height",
+        "64",
+        "--width",
+        "128",
+        "--output",
+        tmp_path / "outs",
+    )
     files = sorted((tmp_path / "outs").glob("*.png"))
     assert len(files) == 2 and proc.stdout.count("wrote") == 2
     assert PIL.Image.open(files[0]).size == (128, 64)
@@ -106,10 +154,12 @@ def test_wheel_installs_and_generates_with_the_shipped_models(tmp_path):
     root = Path(__file__).resolve().parents[1]
     venv = install_wheel(root, tmp_path)
     py, cli = venv / "bin" / "python", venv / "bin" / "ldm-hub"
-    code = ("import ldm_hub, ldm_hub.models, ldm_hub.schedulers; "
-            "from ldm_hub import LDMPipeline, LDMUNet, AutoencoderKL, VQModel, LDMBertModel, DDIMScheduler, "
-            "PLMSScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LayoutPlanner; print(ldm_hub.__file__); "
-            "print(ldm_hub.default_model_path('text')); print(ldm_hub.default_model_path('superres'))")
+    code = (
+        "import ldm_hub, ldm_hub.models, ldm_hub.schedulers; "
+        "from ldm_hub import LDMPipeline, LDMUNet, AutoencoderKL, VQModel, LDMBertModel, DDIMScheduler, "
+        "PLMSScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LayoutPlanner; print(ldm_hub.__file__); "
+        "print(ldm_hub.default_model_path('text')); print(ldm_hub.default_model_path('superres'))"
+    )
     where, text_dir, sr_dir = subprocess.check_output([py, "-c", code], text=True, cwd=tmp_path).split()
     assert where.startswith(str(venv)) and text_dir.startswith(str(venv)) and sr_dir.startswith(str(venv)), where
     for task, installed in (("text", text_dir), ("superres", sr_dir)):  # the same weight files as this tree's
@@ -122,13 +172,21 @@ def test_wheel_installs_and_generates_with_the_shipped_models(tmp_path):
     low_res = tmp_path / "low.png"
     PIL.Image.new("RGB", (16, 16), (240, 238, 230)).save(low_res)
     layout = '[{"label": "blue square", "box": [0.2, 0.2, 0.6, 0.6]}]'
-    cases = [("text", ["--prompt", "a red circle and a blue square"], {"prompt": "a red circle and a blue square"}),
-             ("layout", ["--layout", layout], {"layout": [{"label": "blue square", "box": [0.2, 0.2, 0.6, 0.6]}]}),
-             ("superres", ["--image", str(low_res)], {"image": PIL.Image.open(low_res)})]
+    cases = [
+        ("text", ["--prompt", "a red circle and a blue square"], {"prompt": "a red circle and a blue square"}),
+        ("layout", ["--layout", layout], {"layout": [{"label": "blue square", "box": [0.2, 0.2, 0.6, 0.6]}]}),
+        ("superres", ["--image", str(low_res)], {"image": PIL.Image.open(low_res)}),
+    ]
     for task, flags, kwargs in cases:
         out = tmp_path / f"{task}.png"
-        proc = subprocess.run([cli, "generate", *flags, "--steps", "3", "--seed", "1", "--output", out],
-                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        proc = subprocess.run(
+            [cli, "generate", *flags, "--steps", "3", "--seed", "1", "--output", out],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         assert f"using the shipped default {task} model" in proc.stdout
         pipe = LDMPipeline.from_pretrained(default_model_path(task))

@@ -162,8 +162,15 @@ def test_zoo_parity(name, tmp_path):
 
 
 # UNetModel settings no released model uses but the converter supports (tiny; GroupNorm needs 32-multiples).
-_VARIANT_BASE = dict(image_size=8, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=1,
-                     attention_resolutions=[1, 2], channel_mult=[1, 3])
+_VARIANT_BASE = dict(
+    image_size=8,
+    in_channels=4,
+    out_channels=4,
+    model_channels=32,
+    num_res_blocks=1,
+    attention_resolutions=[1, 2],
+    channel_mult=[1, 3],
+)
 UNET_VARIANTS = {
     # legacy SpatialTransformer with channels per head that do not divide the channels: 32 → 1 head of 32,
     # 96 → 4 heads of 24 (heads given per level)
@@ -326,8 +333,13 @@ def test_unsafe_pickle_refused_unless_allowed(celebahq, tmp_path):
     with pytest.raises(ModelFileError) as info:
         LDMPipeline.from_single_file(path, original_config=config)
     message = str(info.value)
-    for part in ("weights_only=True", "argparse.Namespace", "can run arbitrary code", "allow_unsafe_pickle=True",
-                 "--allow-unsafe-pickle"):
+    for part in (
+        "weights_only=True",
+        "argparse.Namespace",
+        "can run arbitrary code",
+        "allow_unsafe_pickle=True",
+        "--allow-unsafe-pickle",
+    ):
         assert part in message, message
     pipe = LDMPipeline.from_single_file(path, original_config=config, allow_unsafe_pickle=True)
     diffs: dict[str, float] = {}
@@ -341,7 +353,9 @@ def test_yaml_that_does_not_match_the_checkpoint_names_the_key(tmp_path):
 
     wrong_unet = oracle.tiny(oracle.ZOO["cin256-v2"])
     wrong_unet["params"]["unet_config"]["params"]["model_channels"] = 64
-    with pytest.raises(ConversionError, match=r"shape mismatch for 'model\.diffusion_model\.input_blocks\.0\.0\.weight'"):
+    with pytest.raises(
+        ConversionError, match=r"shape mismatch for 'model\.diffusion_model\.input_blocks\.0\.0\.weight'"
+    ):
         LDMPipeline.from_single_file(path, original_config=wrong_unet)
 
     wrong_codebook = oracle.tiny(oracle.ZOO["cin256-v2"])
@@ -351,7 +365,9 @@ def test_yaml_that_does_not_match_the_checkpoint_names_the_key(tmp_path):
 
     wrong_depth = oracle.tiny(oracle.ZOO["cin256-v2"])
     wrong_depth["params"]["unet_config"]["params"]["transformer_depth"] = 2
-    with pytest.raises(ConversionError, match=r"missing key 'model\.diffusion_model\.input_blocks\.4\.1\.transformer_blocks\.1"):
+    with pytest.raises(
+        ConversionError, match=r"missing key 'model\.diffusion_model\.input_blocks\.4\.1\.transformer_blocks\.1"
+    ):
         LDMPipeline.from_single_file(path, original_config=wrong_depth)
 
     scale_by_std = oracle.tiny(oracle.ZOO["cin256-v2"])
@@ -379,7 +395,9 @@ def test_unknown_and_missing_keys_are_named(celebahq, tmp_path):
 
     sd = original.state_dict()
     sd["model.diffusion_model.input_blocks.1.0.extra.weight"] = torch.zeros(3)  # in the raw copy, not the EMA one
-    with pytest.raises(ConversionError, match=r"unexpected key.*model\.diffusion_model\.input_blocks\.1\.0\.extra\.weight"):
+    with pytest.raises(
+        ConversionError, match=r"unexpected key.*model\.diffusion_model\.input_blocks\.1\.0\.extra\.weight"
+    ):
         convert(sd)
 
     sd = original.state_dict()
@@ -449,8 +467,9 @@ def test_cli_convert_refuses_unsafe_pickle(celebahq, tmp_path, capsys):
 
 
 def test_cli_convert_help():
-    parser_help = subprocess.run(_ldm_hub() + ["convert", "--help"], check=False, capture_output=True, text=True,
-                                 timeout=120)
+    parser_help = subprocess.run(
+        _ldm_hub() + ["convert", "--help"], check=False, capture_output=True, text=True, timeout=120
+    )
     assert parser_help.returncode == 0, parser_help.stderr
     for flag in ("--original-config", "--output", "--ema", "--no-ema", "--allow-unsafe-pickle", "--tokenizer-vocab"):
         assert flag in parser_help.stdout

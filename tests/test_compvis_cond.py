@@ -71,9 +71,13 @@ def diffusers_bert(standin: torch.nn.Module, params: dict):
     """diffusers' LDMBertModel with the same sizes, loaded through diffusers' own x-transformers → LDMBert mapping."""
     p = {**BERT_EMBEDDER_PARAMS, **params}
     config = LDMBertConfig(
-        d_model=p["n_embed"], encoder_layers=p["n_layer"], encoder_ffn_dim=XTRANSFORMERS_FF_MULT * p["n_embed"],
-        encoder_attention_heads=XTRANSFORMERS_HEADS, head_dim=XTRANSFORMERS_DIM_HEAD,
-        vocab_size=p["vocab_size"], max_position_embeddings=p["max_seq_len"],
+        d_model=p["n_embed"],
+        encoder_layers=p["n_layer"],
+        encoder_ffn_dim=XTRANSFORMERS_FF_MULT * p["n_embed"],
+        encoder_attention_heads=XTRANSFORMERS_HEADS,
+        head_dim=XTRANSFORMERS_DIM_HEAD,
+        vocab_size=p["vocab_size"],
+        max_position_embeddings=p["max_seq_len"],
     )
     return convert_ldm_bert_checkpoint(standin, config).eval()
 
@@ -84,10 +88,12 @@ def diffusers_bert(standin: torch.nn.Module, params: dict):
 TEXT_CASES = {
     "text-tiny": pytest.param(TINY_COND_STAGE_CONFIGS["txt2img-1p4B"], ATOL_TINY, id="text-tiny-32x2"),
     "text-cc-tiny": pytest.param(TINY_COND_STAGE_CONFIGS["text2img256"], ATOL_TINY, id="text-cc-tiny-40x2"),
-    "text2img256": pytest.param(COND_STAGE_CONFIGS["text2img256"], ATOL_FULL, id="text2img256-640x32",
-                                marks=pytest.mark.slow),
-    "txt2img-1p4B": pytest.param(COND_STAGE_CONFIGS["txt2img-1p4B"], ATOL_FULL, id="txt2img-1p4B-1280x32",
-                                 marks=pytest.mark.slow),
+    "text2img256": pytest.param(
+        COND_STAGE_CONFIGS["text2img256"], ATOL_FULL, id="text2img256-640x32", marks=pytest.mark.slow
+    ),
+    "txt2img-1p4B": pytest.param(
+        COND_STAGE_CONFIGS["txt2img-1p4B"], ATOL_FULL, id="txt2img-1p4B-1280x32", marks=pytest.mark.slow
+    ),
 }
 
 
@@ -110,8 +116,9 @@ def test_bert_text_parity(cond_stage_config, atol, vocab_file):
     assert encoder.config.pad_token_id == tokenizer.pad_token_id == 0
 
     # the CompVis BERTTokenizer: bert-base-uncased, padded and truncated to max_length, no attention mask
-    ids = tokenizer(CAPTIONS, padding="max_length", max_length=encoder.max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        CAPTIONS, padding="max_length", max_length=encoder.max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     assert ids.shape == (3, 77) and ids[0, :3].tolist() == [101, 1037, 4169]  # [CLS] a painting
     ours = encoder(ids).last_hidden_state
     assert ours.shape == (3, 77, params["n_embed"])
@@ -121,15 +128,30 @@ def test_bert_text_parity(cond_stage_config, atol, vocab_file):
 def test_diffusers_config_for_the_1p4B_text_model_agrees():
     # diffusers' own config derivation (it ignores vocab_size / max_seq_len, which the 1.45B model leaves default)
     omegaconf = pytest.importorskip("omegaconf")
-    original = omegaconf.OmegaConf.create({"model": {"params": {"cond_stage_config": COND_STAGE_CONFIGS["txt2img-1p4B"]}}})
+    original = omegaconf.OmegaConf.create(
+        {"model": {"params": {"cond_stage_config": COND_STAGE_CONFIGS["txt2img-1p4B"]}}}
+    )
     theirs = create_ldm_bert_config(original)
     from ldm_hub.convert.compvis_cond import bert_config_from_compvis
 
     ours = bert_config_from_compvis(COND_STAGE_CONFIGS["txt2img-1p4B"]["params"])
-    assert (ours["hidden_size"], ours["num_hidden_layers"], ours["intermediate_size"], ours["num_attention_heads"],
-            ours["attention_head_dim"], ours["vocab_size"], ours["max_position_embeddings"]) == (
-        theirs.d_model, theirs.encoder_layers, theirs.encoder_ffn_dim, theirs.encoder_attention_heads,
-        theirs.head_dim, theirs.vocab_size, theirs.max_position_embeddings)
+    assert (
+        ours["hidden_size"],
+        ours["num_hidden_layers"],
+        ours["intermediate_size"],
+        ours["num_attention_heads"],
+        ours["attention_head_dim"],
+        ours["vocab_size"],
+        ours["max_position_embeddings"],
+    ) == (
+        theirs.d_model,
+        theirs.encoder_layers,
+        theirs.encoder_ffn_dim,
+        theirs.encoder_attention_heads,
+        theirs.head_dim,
+        theirs.vocab_size,
+        theirs.max_position_embeddings,
+    )
 
 
 def test_bert_key_map_covers_the_original_layout():
@@ -146,8 +168,9 @@ def test_bert_key_map_covers_the_original_layout():
 
 LAYOUT_CASES = [
     pytest.param(TINY_COND_STAGE_CONFIGS["layout2img-openimages256"], ATOL_TINY, id="layout-tiny-32x2"),
-    pytest.param(COND_STAGE_CONFIGS["layout2img-openimages256"], ATOL_FULL, id="layout-512x16",
-                 marks=pytest.mark.slow),
+    pytest.param(
+        COND_STAGE_CONFIGS["layout2img-openimages256"], ATOL_FULL, id="layout-512x16", marks=pytest.mark.slow
+    ),
 ]
 
 
@@ -238,8 +261,11 @@ class ReferenceSpatialRescaler(torch.nn.Module):
 SEMANTIC_CASES = [
     pytest.param(COND_STAGE_CONFIGS["semantic_synthesis256"]["params"], 64, id="published-64px"),
     pytest.param(COND_STAGE_CONFIGS["semantic_synthesis512"]["params"], 256, id="published-256px"),
-    pytest.param({"n_stages": 1, "method": "nearest", "multiplier": 0.5, "in_channels": 5, "out_channels": 2,
-                  "bias": True}, 16, id="nearest-bias-1stage"),
+    pytest.param(
+        {"n_stages": 1, "method": "nearest", "multiplier": 0.5, "in_channels": 5, "out_channels": 2, "bias": True},
+        16,
+        id="nearest-bias-1stage",
+    ),
     pytest.param({"n_stages": 3, "method": "bicubic", "in_channels": 4, "out_channels": 3}, 32, id="bicubic-3stages"),
 ]
 
@@ -330,8 +356,9 @@ def test_class_and_semantic_key_errors():
         convert_cond_stage(v2, {})
     semantic = COND_STAGE_CONFIGS["semantic_synthesis256"]
     with pytest.raises(ConversionError, match=r"unexpected key.*'channel_mapper\.bias'"):
-        convert_cond_stage(semantic, {"channel_mapper.weight": torch.zeros(3, 182, 1, 1),
-                                      "channel_mapper.bias": torch.zeros(3)})
+        convert_cond_stage(
+            semantic, {"channel_mapper.weight": torch.zeros(3, 182, 1, 1), "channel_mapper.bias": torch.zeros(3)}
+        )
     with pytest.raises(ConversionError, match="without out_channels"):
         convert_cond_stage({"target": RESCALER, "params": {"in_channels": 182}}, {})
     with pytest.raises(ConversionError, match=r"cond_stage_model \(torch\.nn\.Identity\).*unexpected.*'weight'"):
@@ -364,8 +391,11 @@ def test_fixture_state_dicts_for_every_zoo_model():
     for name, config in TINY_COND_STAGE_CONFIGS.items():
         sd = cond_stage_state_dict(config, prefix="cond_stage_model.")
         assert all(k.startswith("cond_stage_model.") for k in sd), name
-        expected = {BERT: "cond_stage_model.transformer.token_emb.weight", CLASS: "cond_stage_model.embedding.weight",
-                    RESCALER: "cond_stage_model.channel_mapper.weight"}
+        expected = {
+            BERT: "cond_stage_model.transformer.token_emb.weight",
+            CLASS: "cond_stage_model.embedding.weight",
+            RESCALER: "cond_stage_model.channel_mapper.weight",
+        }
         target = config["target"] if isinstance(config, dict) else config
         assert (expected[target] in sd) if target in expected else sd == {}, name
 

@@ -29,8 +29,18 @@ def public(config) -> dict:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-CATEGORIES = ["red circle", "blue square", "green triangle", "yellow star", "purple hexagon", "sky", "tree", "cat",
-              "dog", "house"]
+CATEGORIES = [
+    "red circle",
+    "blue square",
+    "green triangle",
+    "yellow star",
+    "purple hexagon",
+    "sky",
+    "tree",
+    "cat",
+    "dog",
+    "house",
+]
 
 
 # ---------------------------------------------------------------- LayoutTokenizer
@@ -47,8 +57,9 @@ class TamingBoxBuilder:
         return int(round(y * (self.no_sections - 1))) * self.no_sections + int(round(x * (self.no_sections - 1)))
 
     def token_pair_from_bbox(self, bbox):
-        return self.tokenize_coordinates(bbox[0], bbox[1]), self.tokenize_coordinates(bbox[0] + bbox[2],
-                                                                                      bbox[1] + bbox[3])
+        return self.tokenize_coordinates(bbox[0], bbox[1]), self.tokenize_coordinates(
+            bbox[0] + bbox[2], bbox[1] + bbox[3]
+        )
 
     def build(self, annotations):  # [(category_no, (x0, y0, w, h)), ...]
         none = self.no_tokens - 1
@@ -70,16 +81,22 @@ def random_layout(rng: random.Random, n: int, names=True):
 
 @pytest.mark.parametrize("vocab_size,max_objects,encode_crop", [(8192, 30, True), (8192, 30, False), (1024, 5, True)])
 def test_layout_tokens_match_taming_builder(vocab_size, max_objects, encode_crop):
-    tok = LayoutTokenizer(vocab_size=vocab_size, max_objects=max_objects, encode_crop=encode_crop,
-                          categories=CATEGORIES)
+    tok = LayoutTokenizer(
+        vocab_size=vocab_size, max_objects=max_objects, encode_crop=encode_crop, categories=CATEGORIES
+    )
     reference = TamingBoxBuilder(vocab_size, max_objects, encode_crop)
     rng = random.Random(0)
     layouts = [random_layout(rng, n) for n in (0, 1, 3, max_objects)]
     ids = tok(layouts)
     assert ids.dtype == torch.long and ids.shape == (4, 3 * max_objects + 2 * encode_crop) == (4, tok.sequence_length)
     for row, layout in zip(ids.tolist(), layouts):
-        annotations = [(CATEGORIES.index(o["label"]), (o["box"][0], o["box"][1], o["box"][2] - o["box"][0],
-                                                       o["box"][3] - o["box"][1])) for o in layout]
+        annotations = [
+            (
+                CATEGORIES.index(o["label"]),
+                (o["box"][0], o["box"][1], o["box"][2] - o["box"][0], o["box"][3] - o["box"][1]),
+            )
+            for o in layout
+        ]
         assert row == reference.build(annotations)
 
 
@@ -131,33 +148,45 @@ def test_layout_tokenizer_save_load(tmp_path):
     loaded = load_component(tmp_path / "tok", "ldm_hub", "LayoutTokenizer")
     assert isinstance(loaded, LayoutTokenizer) and loaded.categories == CATEGORIES
     (tmp_path / "tok" / "tokenizer_config.json").write_text('{"_class_name": "LayoutTokenizer", "max_objects": 0}')
-    with pytest.raises(ModelFileError, match=r"tokenizer_config.json is not a valid LayoutTokenizer config.*max_objects"):
+    with pytest.raises(
+        ModelFileError, match=r"tokenizer_config.json is not a valid LayoutTokenizer config.*max_objects"
+    ):
         load_component(tmp_path / "tok", "ldm_hub", "LayoutTokenizer")
 
 
 BOX = [0.1, 0.2, 0.3, 0.4]
 
 
-@pytest.mark.parametrize("layout,message", [
-    ([{"label": 0, "box": BOX}, {"label": 1, "box": [0.5, 0.5, 1.2, 0.9]}],
-     r"layout 0, object 1: box \[0.5, 0.5, 1.2, 0.9\] is outside \[0, 1\]"),
-    ([{"label": 0, "box": [-0.1, 0.0, 0.5, 0.5]}], r"object 0: box \[-0.1, 0.0, 0.5, 0.5\] is outside \[0, 1\]"),
-    ([{"label": 0, "box": [0.6, 0.1, 0.2, 0.5]}], r"object 0: box \[0.6, 0.1, 0.2, 0.5\] has x1 < x0 or y1 < y0"),
-    ([{"label": 0, "box": [0.1, 0.6, 0.2, 0.5]}], r"box \[0.1, 0.6, 0.2, 0.5\] has x1 < x0 or y1 < y0"),
-    ([{"label": 0, "box": [0.1, 0.2, 0.1, 0.5]}], r"zero width or height"),
-    ([{"label": 0, "box": [0.1, 0.2, 0.3]}], r"box \[0.1, 0.2, 0.3\] must be four numbers"),
-    ([{"label": 0, "box": [0.1, float("nan"), 0.3, 0.4]}], r"is outside \[0, 1\]"),
-    ([{"label": "unicorn", "box": BOX}],
-     r"unknown category 'unicorn'; known categories: 'red circle', 'blue square', .*\.\.\. \(10 in all\)"),
-    ([{"label": 10, "box": BOX}], r"category id 10 is out of range \[0, 10\)"),
-    ([{"label": -1, "box": BOX}], r"category id -1 is out of range"),
-    ([{"label": 1.5, "box": BOX}], r"label must be a category name or an integer id, got 1.5"),
-    ([{"label": True, "box": BOX}], r"label must be a category name or an integer id"),
-    ([{"label": 0, "bbox": BOX}], r"object 0: expected a dict with keys \['label', 'box'\], got \['bbox', 'label'\]"),
-    ([{"label": 0, "box": BOX}] * 31, r"31 objects is more than this tokenizer holds \(max_objects=30\)"),
-    ([], r"non-empty list of layouts"),
-    ("red circle", r"non-empty list of layouts"),
-])
+@pytest.mark.parametrize(
+    "layout,message",
+    [
+        (
+            [{"label": 0, "box": BOX}, {"label": 1, "box": [0.5, 0.5, 1.2, 0.9]}],
+            r"layout 0, object 1: box \[0.5, 0.5, 1.2, 0.9\] is outside \[0, 1\]",
+        ),
+        ([{"label": 0, "box": [-0.1, 0.0, 0.5, 0.5]}], r"object 0: box \[-0.1, 0.0, 0.5, 0.5\] is outside \[0, 1\]"),
+        ([{"label": 0, "box": [0.6, 0.1, 0.2, 0.5]}], r"object 0: box \[0.6, 0.1, 0.2, 0.5\] has x1 < x0 or y1 < y0"),
+        ([{"label": 0, "box": [0.1, 0.6, 0.2, 0.5]}], r"box \[0.1, 0.6, 0.2, 0.5\] has x1 < x0 or y1 < y0"),
+        ([{"label": 0, "box": [0.1, 0.2, 0.1, 0.5]}], r"zero width or height"),
+        ([{"label": 0, "box": [0.1, 0.2, 0.3]}], r"box \[0.1, 0.2, 0.3\] must be four numbers"),
+        ([{"label": 0, "box": [0.1, float("nan"), 0.3, 0.4]}], r"is outside \[0, 1\]"),
+        (
+            [{"label": "unicorn", "box": BOX}],
+            r"unknown category 'unicorn'; known categories: 'red circle', 'blue square', .*\.\.\. \(10 in all\)",
+        ),
+        ([{"label": 10, "box": BOX}], r"category id 10 is out of range \[0, 10\)"),
+        ([{"label": -1, "box": BOX}], r"category id -1 is out of range"),
+        ([{"label": 1.5, "box": BOX}], r"label must be a category name or an integer id, got 1.5"),
+        ([{"label": True, "box": BOX}], r"label must be a category name or an integer id"),
+        (
+            [{"label": 0, "bbox": BOX}],
+            r"object 0: expected a dict with keys \['label', 'box'\], got \['bbox', 'label'\]",
+        ),
+        ([{"label": 0, "box": BOX}] * 31, r"31 objects is more than this tokenizer holds \(max_objects=30\)"),
+        ([], r"non-empty list of layouts"),
+        ("red circle", r"non-empty list of layouts"),
+    ],
+)
 def test_layout_bad_input(layout, message):
     tok = LayoutTokenizer(categories=CATEGORIES)
     with pytest.raises(ValueError, match=message):
@@ -239,11 +268,14 @@ def reference_spatial_rescaler(one_hot, weight, bias, n_stages, method, multipli
     return out if bias is None else out + bias[:, None, None]
 
 
-@pytest.mark.parametrize("params,size", [
-    (dict(num_classes=182), 64),  # the released semantic-synthesis configuration
-    (dict(num_classes=7, n_stages=1, method="nearest", bias=True), 24),
-    (dict(num_classes=5, n_stages=3, method="area", multiplier=0.5, out_channels=4), 32),
-])
+@pytest.mark.parametrize(
+    "params,size",
+    [
+        (dict(num_classes=182), 64),  # the released semantic-synthesis configuration
+        (dict(num_classes=7, n_stages=1, method="nearest", bias=True), 24),
+        (dict(num_classes=5, n_stages=3, method="area", multiplier=0.5, out_channels=4), 32),
+    ],
+)
 @torch.no_grad()
 def test_semantic_map_encoder_matches_reference(params, size):
     encoder = randomize_(SemanticMapEncoder(**params), seed=2).eval()
@@ -252,9 +284,10 @@ def test_semantic_map_encoder_matches_reference(params, size):
     one_hot = encoder.one_hot(ids)
     assert one_hot.shape == (2, cfg.num_classes, size, size + 8) and torch.equal(one_hot.argmax(1), ids)
     out = encoder(one_hot)
-    ref = reference_spatial_rescaler(one_hot, encoder.channel_mapper.weight, encoder.channel_mapper.bias,
-                                     cfg.n_stages, cfg.method, cfg.multiplier)
-    scale = cfg.multiplier ** cfg.n_stages
+    ref = reference_spatial_rescaler(
+        one_hot, encoder.channel_mapper.weight, encoder.channel_mapper.bias, cfg.n_stages, cfg.method, cfg.multiplier
+    )
+    scale = cfg.multiplier**cfg.n_stages
     assert out.shape == (2, cfg.out_channels, int(size * scale), int((size + 8) * scale))
     assert tuple(out.shape[-2:]) == encoder.output_size(size, size + 8)
     print(f"SemanticMapEncoder {params}: max abs diff {max_abs_diff(out, ref):.1e}")
@@ -278,17 +311,20 @@ def test_semantic_map_inputs():
     assert encoder.prepare(one_hot) is one_hot
 
 
-@pytest.mark.parametrize("segmentation,message", [
-    (torch.full((1, 8, 8), 5), r"class id 5, outside the model's 5 classes \[0, 5\)"),
-    (np.full((8, 8), -1), r"class id -1, outside"),
-    (torch.zeros(1, 6, 8, 8), r"one-hot `segmentation` has 6 class channels, the model takes 5"),
-    (torch.zeros(6, 8, 8), r"a float `segmentation` must be one-hot \(B, K, H, W\)"),
-    (np.zeros((8, 8), np.float32), r"integer class ids, got dtype float32"),
-    (PIL.Image.new("RGB", (8, 8)), r"has mode 'RGB': a segmentation must be an index map"),
-    ([PIL.Image.new("L", (8, 8)), PIL.Image.new("L", (8, 16))], r"same size"),
-    (torch.zeros(1, 1, 8, 8, dtype=torch.long), r"\(H, W\) or \(B, H, W\)"),
-    ("map.png", r"must be a PIL index image"),
-])
+@pytest.mark.parametrize(
+    "segmentation,message",
+    [
+        (torch.full((1, 8, 8), 5), r"class id 5, outside the model's 5 classes \[0, 5\)"),
+        (np.full((8, 8), -1), r"class id -1, outside"),
+        (torch.zeros(1, 6, 8, 8), r"one-hot `segmentation` has 6 class channels, the model takes 5"),
+        (torch.zeros(6, 8, 8), r"a float `segmentation` must be one-hot \(B, K, H, W\)"),
+        (np.zeros((8, 8), np.float32), r"integer class ids, got dtype float32"),
+        (PIL.Image.new("RGB", (8, 8)), r"has mode 'RGB': a segmentation must be an index map"),
+        ([PIL.Image.new("L", (8, 8)), PIL.Image.new("L", (8, 16))], r"same size"),
+        (torch.zeros(1, 1, 8, 8, dtype=torch.long), r"\(H, W\) or \(B, H, W\)"),
+        ("map.png", r"must be a PIL index image"),
+    ],
+)
 def test_semantic_map_bad_input(segmentation, message):
     with pytest.raises((ValueError, TypeError), match=message):
         SemanticMapEncoder(num_classes=5).prepare(segmentation)
@@ -308,8 +344,9 @@ def test_public_exports():
 
 
 def test_models_save_load_through_component_loader(tmp_path):
-    for i, model in enumerate([ClassEmbedder(num_classes=7, embed_dim=8, null_class=6),
-                               SemanticMapEncoder(num_classes=5, bias=True)]):
+    for i, model in enumerate(
+        [ClassEmbedder(num_classes=7, embed_dim=8, null_class=6), SemanticMapEncoder(num_classes=5, bias=True)]
+    ):
         randomize_(model, seed=i)
         model.save_pretrained(tmp_path / str(i))
         again = load_component(tmp_path / str(i), "ldm_hub", type(model).__name__)
@@ -326,7 +363,8 @@ def test_encoders_compile_fullgraph():
     ids = torch.randint(0, 5, (1, 16, 16))
     one_hot = se.one_hot(ids)
     # (compiled, Conv2d takes the plain path instead of the packed oneDNN one: rounding differs)
-    torch.testing.assert_close(torch.compile(se, fullgraph=True, backend="eager")(one_hot), se(one_hot),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        torch.compile(se, fullgraph=True, backend="eager")(one_hot), se(one_hot), rtol=1e-5, atol=1e-6
+    )
     light = torch.compile(se.encode_indices, fullgraph=True, backend="eager")
     torch.testing.assert_close(light(ids), se.encode_indices(ids), rtol=0, atol=0)

@@ -57,9 +57,11 @@ def test_shipped_pipelines_load_in_fp32_and_serve_their_tasks():
 def test_generate_without_model_uses_the_shipped_one(task, tmp_path, capsys):
     from ldm_hub.cli import main
 
-    flags = {"text": ["--prompt", "a red circle and a blue square"],
-             "layout": ["--layout", '[{"label": "green triangle", "box": [0.1, 0.1, 0.5, 0.5]}]'],
-             "superres": ["--image", str(tmp_path / "low.png")]}[task]
+    flags = {
+        "text": ["--prompt", "a red circle and a blue square"],
+        "layout": ["--layout", '[{"label": "green triangle", "box": [0.1, 0.1, 0.5, 0.5]}]'],
+        "superres": ["--image", str(tmp_path / "low.png")],
+    }[task]
     PIL.Image.new("RGB", (16, 16), (240, 238, 230)).save(tmp_path / "low.png")
     out = tmp_path / "out.png"
     assert main(["generate", *flags, "--steps", "2", "--output", str(out)]) == 0
@@ -75,6 +77,8 @@ def test_plain_diffusers_loads_the_shipped_planner_model():
     pipe = DiffusionPipeline.from_pretrained(str(default_model_path("text")), trust_remote_code=True)
     assert type(pipe) is LDMPipeline and type(pipe.layout_planner).__name__ == "LayoutPlanner"
     ours = LDMPipeline.from_pretrained(default_model_path("text"))
-    images = [p("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-                output_type="np").images for p in (pipe, ours)]
+    images = [
+        p("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
+        for p in (pipe, ours)
+    ]
     np.testing.assert_array_equal(images[0], images[1])

@@ -106,20 +106,40 @@ def tiny_mode_pipelines() -> dict[str, LDMPipeline]:
         return {}
     torch.manual_seed(0)
     tokenizer = LayoutTokenizer(vocab_size=64, max_objects=4, categories=LAYOUT_CATEGORIES)
-    layout_encoder = ldm_hub.LDMBertModel(vocab_size=64, max_position_embeddings=tokenizer.sequence_length,
-                                          hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                          attention_head_dim=16, intermediate_size=64).eval()
+    layout_encoder = ldm_hub.LDMBertModel(
+        vocab_size=64,
+        max_position_embeddings=tokenizer.sequence_length,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        intermediate_size=64,
+    ).eval()
     candidates = {
-        "layout": dict(vae=_part("text2im-tiny", "vae"), unet=_part("text2im-tiny", "unet"),
-                       scheduler=_scheduler("text2im-tiny"), cond_encoder=layout_encoder, tokenizer=tokenizer),
-        "class": dict(vae=_part("text2im-tiny", "vae"), unet=_part("text2im-tiny", "unet"),
-                      scheduler=_scheduler("text2im-tiny"),
-                      cond_encoder=ClassEmbedder(num_classes=11, embed_dim=32, null_class=10).eval()),
-        "semantic": dict(vae=_part("superres-tiny", "vae"), unet=_part("superres-tiny", "unet"),
-                         scheduler=_scheduler("superres-tiny"),
-                         cond_encoder=SemanticMapEncoder(num_classes=5, out_channels=3).eval()),
-        "inpaint": dict(vae=_part("superres-tiny", "vae"), unet=_part("superres-tiny", "unet", in_channels=7),
-                        scheduler=_scheduler("superres-tiny")),
+        "layout": dict(
+            vae=_part("text2im-tiny", "vae"),
+            unet=_part("text2im-tiny", "unet"),
+            scheduler=_scheduler("text2im-tiny"),
+            cond_encoder=layout_encoder,
+            tokenizer=tokenizer,
+        ),
+        "class": dict(
+            vae=_part("text2im-tiny", "vae"),
+            unet=_part("text2im-tiny", "unet"),
+            scheduler=_scheduler("text2im-tiny"),
+            cond_encoder=ClassEmbedder(num_classes=11, embed_dim=32, null_class=10).eval(),
+        ),
+        "semantic": dict(
+            vae=_part("superres-tiny", "vae"),
+            unet=_part("superres-tiny", "unet"),
+            scheduler=_scheduler("superres-tiny"),
+            cond_encoder=SemanticMapEncoder(num_classes=5, out_channels=3).eval(),
+        ),
+        "inpaint": dict(
+            vae=_part("superres-tiny", "vae"),
+            unet=_part("superres-tiny", "unet", in_channels=7),
+            scheduler=_scheduler("superres-tiny"),
+        ),
     }
     pipes = {}
     for mode, parts in candidates.items():
@@ -133,8 +153,11 @@ def tiny_mode_pipelines() -> dict[str, LDMPipeline]:
 def model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo-models")
     dirs = {}
-    for mode, preset in (("text", "text2im-tiny"), ("superres", "superres-tiny"),
-                         ("unconditional", "unconditional-tiny")):
+    for mode, preset in (
+        ("text", "text2im-tiny"),
+        ("superres", "superres-tiny"),
+        ("unconditional", "unconditional-tiny"),
+    ):
         build_pipeline(preset).save_pretrained(root / mode)
         dirs[mode] = root / mode
     return dirs
@@ -164,9 +187,15 @@ def needs(pipes, mode):
 def test_named_endpoints_and_queue(app):
     client, pipes, _, demo = app
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    expected = {"text": "/text_to_image", "superres": "/super_resolution", "unconditional": "/unconditional",
-                "layout": "/layout_to_image", "class": "/class_to_image", "semantic": "/semantic_to_image",
-                "inpaint": "/inpaint"}
+    expected = {
+        "text": "/text_to_image",
+        "superres": "/super_resolution",
+        "unconditional": "/unconditional",
+        "layout": "/layout_to_image",
+        "class": "/class_to_image",
+        "semantic": "/semantic_to_image",
+        "inpaint": "/inpaint",
+    }
     assert {expected[mode] for mode in pipes} == endpoints
     # One queue: every sampling endpoint shares one concurrency group capped by the settings.
     fns = [fn for fn in demo.fns.values() if fn.api_name and f"/{fn.api_name}" in endpoints]
@@ -180,20 +209,44 @@ def test_text_to_image_defaults_match_pipeline(app):
     assert seed == 0 and len(gallery) == 1
     path = gallery_paths(gallery)[0]
     assert path.endswith(".png")
-    expected = reference(pipes["text"], 0, prompt="a red circle and a blue square",
-                         num_inference_steps=DEFAULT.default_steps, guidance_scale=DEFAULT.default_text_guidance)
+    expected = reference(
+        pipes["text"],
+        0,
+        prompt="a red circle and a blue square",
+        num_inference_steps=DEFAULT.default_steps,
+        guidance_scale=DEFAULT.default_text_guidance,
+    )
     assert_same_image(path, expected[0])
 
 
 def test_text_to_image_every_setting(app):
     client, pipes, _, _ = app
     gallery, seed = client.predict(
-        "a green triangle", negative_prompt="blurry", steps=4, guidance_scale=2.0, seed=11, randomize_seed=False,
-        scheduler="dpm++", num_images=2, height=16, width=48, api_name="/text_to_image")
+        "a green triangle",
+        negative_prompt="blurry",
+        steps=4,
+        guidance_scale=2.0,
+        seed=11,
+        randomize_seed=False,
+        scheduler="dpm++",
+        num_images=2,
+        height=16,
+        width=48,
+        api_name="/text_to_image",
+    )
     assert seed == 11 and len(gallery) == 2
-    expected = reference(pipes["text"], 11, scheduler=ldm_hub.DPMSolverMultistepScheduler, prompt="a green triangle",
-                         negative_prompt="blurry", num_inference_steps=4, guidance_scale=2.0,
-                         num_images_per_prompt=2, height=16, width=48)
+    expected = reference(
+        pipes["text"],
+        11,
+        scheduler=ldm_hub.DPMSolverMultistepScheduler,
+        prompt="a green triangle",
+        negative_prompt="blurry",
+        num_inference_steps=4,
+        guidance_scale=2.0,
+        num_images_per_prompt=2,
+        height=16,
+        width=48,
+    )
     for path, image in zip(gallery_paths(gallery), expected):
         assert PIL.Image.open(path).size == (48, 16)
         assert_same_image(path, image)
@@ -203,8 +256,13 @@ def test_randomised_seed_is_returned_and_reproducible(app):
     client, pipes, _, _ = app
     gallery, seed = client.predict("a yellow square", steps=2, seed=5, randomize_seed=True, api_name="/text_to_image")
     assert isinstance(seed, int) and 0 <= seed <= SETTINGS.max_seed
-    expected = reference(pipes["text"], seed, prompt="a yellow square", num_inference_steps=2,
-                         guidance_scale=DEFAULT.default_text_guidance)
+    expected = reference(
+        pipes["text"],
+        seed,
+        prompt="a yellow square",
+        num_inference_steps=2,
+        guidance_scale=DEFAULT.default_text_guidance,
+    )
     assert_same_image(gallery_paths(gallery)[0], expected[0])
 
 
@@ -213,8 +271,9 @@ def test_super_resolution_defaults_match_pipeline(app, tmp_path):
     low = png(tmp_path / "low.png", random_rgb(16))
     (before, after), gallery, seed = client.predict(handle_file(str(low)), api_name="/super_resolution")
     assert seed == 0
-    expected = reference(pipes["superres"], 0, image=PIL.Image.open(low).convert("RGB"),
-                         num_inference_steps=DEFAULT.default_steps)[0]
+    expected = reference(
+        pipes["superres"], 0, image=PIL.Image.open(low).convert("RGB"), num_inference_steps=DEFAULT.default_steps
+    )[0]
     assert expected.size == (64, 64)
     assert_same_image(after, expected)
     assert_same_image(gallery_paths(gallery)[0], expected)
@@ -229,8 +288,7 @@ def test_super_resolution_tiles_large_inputs(app, tmp_path):
     low = png(tmp_path / "large.png", random_rgb(32, seed=1))  # latent 32 > the UNet's 16: tiled
     (_, after), _, _ = client.predict(handle_file(str(low)), steps=3, api_name="/super_resolution")
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    expected = reference(pipe, 0, image=PIL.Image.open(low).convert("RGB"), num_inference_steps=3,
-                         tile_size=native)[0]
+    expected = reference(pipe, 0, image=PIL.Image.open(low).convert("RGB"), num_inference_steps=3, tile_size=native)[0]
     assert expected.size == (128, 128)
     assert_same_image(after, expected)
 
@@ -243,22 +301,28 @@ def test_unconditional_defaults_match_pipeline(app):
     assert_same_image(gallery_paths(gallery)[0], expected[0])
 
 
-LAYOUT_TABLE = {"headers": ["label", "x0", "y0", "x1", "y1"],
-                "data": [["red circle", 0.1, 0.1, 0.5, 0.45], ["blue square", 0.5, 0.55, 0.95, 0.9]]}
-LAYOUT = [{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.45]},
-          {"label": "blue square", "box": [0.5, 0.55, 0.95, 0.9]}]
+LAYOUT_TABLE = {
+    "headers": ["label", "x0", "y0", "x1", "y1"],
+    "data": [["red circle", 0.1, 0.1, 0.5, 0.45], ["blue square", 0.5, 0.55, 0.95, 0.9]],
+}
+LAYOUT = [
+    {"label": "red circle", "box": [0.1, 0.1, 0.5, 0.45]},
+    {"label": "blue square", "box": [0.5, 0.55, 0.95, 0.9]},
+]
 
 
 def test_layout_to_image_matches_pipeline(app):
     client, pipes, _, _ = app
     needs(pipes, "layout")
     gallery, _ = client.predict(LAYOUT_TABLE, api_name="/layout_to_image")
-    expected = reference(pipes["layout"], 0, layout=LAYOUT, num_inference_steps=DEFAULT.default_steps,
-                         guidance_scale=1.0)
+    expected = reference(
+        pipes["layout"], 0, layout=LAYOUT, num_inference_steps=DEFAULT.default_steps, guidance_scale=1.0
+    )
     assert_same_image(gallery_paths(gallery)[0], expected[0])
     # Guidance (all-pad unconditional) and the boxes drawn over the result.
-    gallery, _ = client.predict(LAYOUT_TABLE, overlay_boxes=True, steps=3, guidance_scale=2.5, seed=4,
-                                api_name="/layout_to_image")
+    gallery, _ = client.predict(
+        LAYOUT_TABLE, overlay_boxes=True, steps=3, guidance_scale=2.5, seed=4, api_name="/layout_to_image"
+    )
     guided = reference(pipes["layout"], 4, layout=LAYOUT, num_inference_steps=3, guidance_scale=2.5)[0]
     assert_same_image(gallery_paths(gallery)[0], draw_layout(LAYOUT, guided))
 
@@ -267,8 +331,13 @@ def test_class_to_image_matches_pipeline(app):
     client, pipes, _, _ = app
     needs(pipes, "class")
     gallery, _ = client.predict(3, api_name="/class_to_image")
-    expected = reference(pipes["class"], 0, class_labels=[3], num_inference_steps=DEFAULT.default_steps,
-                         guidance_scale=DEFAULT.default_text_guidance)
+    expected = reference(
+        pipes["class"],
+        0,
+        class_labels=[3],
+        num_inference_steps=DEFAULT.default_steps,
+        guidance_scale=DEFAULT.default_text_guidance,
+    )
     assert_same_image(gallery_paths(gallery)[0], expected[0])
     with pytest.raises(AppError, match="maximum"):  # the null class (10) is not offered
         client.predict(10, api_name="/class_to_image")
@@ -297,13 +366,17 @@ def test_inpaint_matches_pipeline(app, tmp_path):
     value = {"background": handle_file(str(image)), "layers": [handle_file(str(layer))], "composite": None}
     gallery, _ = client.predict(value, steps=3, api_name="/inpaint")
     mask = PIL.Image.fromarray((brush[..., 3] > 127).astype(np.uint8) * 255, mode="L")
-    expected = reference(pipes["inpaint"], 0, image=PIL.Image.open(image).convert("RGB"), mask_image=mask,
-                         num_inference_steps=3)
+    expected = reference(
+        pipes["inpaint"], 0, image=PIL.Image.open(image).convert("RGB"), mask_image=mask, num_inference_steps=3
+    )
     assert_same_image(gallery_paths(gallery)[0], expected[0])
     empty = png(tmp_path / "nothing.png", np.zeros((32, 32, 4), dtype=np.uint8))
     with pytest.raises(AppError, match="mask is empty"):
-        client.predict({"background": handle_file(str(image)), "layers": [handle_file(str(empty))],
-                        "composite": None}, steps=1, api_name="/inpaint")
+        client.predict(
+            {"background": handle_file(str(image)), "layers": [handle_file(str(empty))], "composite": None},
+            steps=1,
+            api_name="/inpaint",
+        )
 
 
 # ------------------------------------------------------------------------------ limits and bad input
@@ -360,13 +433,14 @@ def test_guard_upload_rejects_oversized_and_unreadable_files(tmp_path):
 
 
 def test_layout_table_errors():
-    ok = parse_layout([["red circle", 0.1, 0.1, 0.4, 0.4], ["", None, None, None, None]],
-                      categories=LAYOUT_CATEGORIES)
+    ok = parse_layout([["red circle", 0.1, 0.1, 0.4, 0.4], ["", None, None, None, None]], categories=LAYOUT_CATEGORIES)
     assert ok == [{"label": "red circle", "box": [0.1, 0.1, 0.4, 0.4]}]
     assert parse_layout([["7", 0, 0, 1, 1]])[0]["label"] == 7  # an id, for models without category names
     cases = [
-        ([["red circle", 0.1, 0.1, 1.2, 0.4]],
-         "row 1 ('red circle'): box [0.1, 0.1, 1.2, 0.4] lies outside the canvas"),
+        (
+            [["red circle", 0.1, 0.1, 1.2, 0.4]],
+            "row 1 ('red circle'): box [0.1, 0.1, 1.2, 0.4] lies outside the canvas",
+        ),
         ([["red circle", -0.1, 0.1, 0.5, 0.4]], "lies outside the canvas"),
         ([["red circle", 0.5, 0.1, 0.2, 0.4]], "x1 must exceed x0 and y1 must exceed y0"),
         ([["red circle", "a", 0.1, 0.2, 0.4]], "must be numbers"),
@@ -440,9 +514,24 @@ def ldm_hub_exe() -> str:
 def test_cli_demo_serves_the_app(model_dirs):
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([ldm_hub_exe(), "demo", "--model", str(model_dirs["text"]), "--model",
-                             str(model_dirs["superres"]), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            ldm_hub_exe(),
+            "demo",
+            "--model",
+            str(model_dirs["text"]),
+            "--model",
+            str(model_dirs["superres"]),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 180
@@ -457,11 +546,13 @@ def test_cli_demo_serves_the_app(model_dirs):
             time.sleep(0.5)
         client = Client(url, verbose=False)
         assert {"/text_to_image", "/super_resolution"} == set(
-            client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+            client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        )
         gallery, _ = client.predict("a red circle", steps=2, seed=3, api_name="/text_to_image")
         pipe = LDMPipeline.from_pretrained(model_dirs["text"])
-        expected = reference(pipe, 3, prompt="a red circle", num_inference_steps=2,
-                             guidance_scale=DEFAULT.default_text_guidance)
+        expected = reference(
+            pipe, 3, prompt="a red circle", num_inference_steps=2, guidance_scale=DEFAULT.default_text_guidance
+        )
         assert_same_image(gallery_paths(gallery)[0], expected[0])
     finally:
         proc.terminate()
@@ -485,9 +576,13 @@ def test_planner_backed_map_model_serves_text_and_layout_tabs():
 
     torch.manual_seed(0)
     planner = LayoutPlanner(labels=LAYOUT_CATEGORIES + ["yellow circle"])
-    pipe = LDMPipeline(vae=_part("superres-tiny", "vae"), unet=_part("superres-tiny", "unet"),
-                       scheduler=_scheduler("superres-tiny"),
-                       cond_encoder=SemanticMapEncoder(num_classes=5, out_channels=3).eval(), layout_planner=planner)
+    pipe = LDMPipeline(
+        vae=_part("superres-tiny", "vae"),
+        unet=_part("superres-tiny", "unet"),
+        scheduler=_scheduler("superres-tiny"),
+        cond_encoder=SemanticMapEncoder(num_classes=5, out_channels=3).eval(),
+        layout_planner=planner,
+    )
     demo = build_demo([pipe], SETTINGS, model_names={"semantic": "planned"})
     port = free_port()
     launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
@@ -500,8 +595,9 @@ def test_planner_backed_map_model_serves_text_and_layout_tabs():
         assert_same_image(gallery_paths(gallery)[0], expected[0])
         rows = {"headers": ["label", "x0", "y0", "x1", "y1"], "data": [["green triangle", 0.1, 0.1, 0.5, 0.5]]}
         gallery, _ = client.predict(rows, steps=2, seed=6, api_name="/layout_to_image")
-        expected = reference(pipe, 6, layout=[{"label": "green triangle", "box": [0.1, 0.1, 0.5, 0.5]}],
-                             num_inference_steps=2)
+        expected = reference(
+            pipe, 6, layout=[{"label": "green triangle", "box": [0.1, 0.1, 0.5, 0.5]}], num_inference_steps=2
+        )
         assert_same_image(gallery_paths(gallery)[0], expected[0])
         with pytest.raises(AppError, match="has no guidance: leave the negative prompt empty"):
             client.predict("a red circle", negative_prompt="a blue square", steps=1, api_name="/text_to_image")

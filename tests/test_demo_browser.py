@@ -25,15 +25,22 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
 CHROMEDRIVER = shutil.which("chromedriver")
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,1000"]
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+]
 PROMPT = "a red circle and a blue square"
 TIMEOUT_S = 120
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="headless browser test: Chromium or chromedriver is not installed (Debian packages `chromium` and "
-           "`chromium-driver`; run `bash .ci/setup-browser.sh`)",
+    "`chromium-driver`; run `bash .ci/setup-browser.sh`)",
 )
 
 
@@ -47,8 +54,9 @@ def free_port() -> int:
 def served_app():
     """The app as `ldm-hub demo` serves it on a fresh install: the shipped default models."""
     pipes, names = load_pipelines(None)
-    demo = build_demo(pipes, model_names={task: f"{name.split('/')[-1]} (shipped default)"
-                                          for task, name in names.items()})
+    demo = build_demo(
+        pipes, model_names={task: f"{name.split('/')[-1]} (shipped default)" for task, name in names.items()}
+    )
     port = free_port()
     launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
     text_pipe = next(p for p in pipes.values() if "text" in p.tasks)
@@ -92,8 +100,12 @@ def test_type_prompt_click_generate_get_the_pipelines_image(served_app, browser)
     settings = DemoSettings()
     pipe.set_progress_bar_config(disable=True)
     guidance = settings.default_text_guidance if pipe.guidance_supported else 1.0
-    expected = pipe(PROMPT, num_inference_steps=settings.default_steps, guidance_scale=guidance,
-                    generator=torch.Generator().manual_seed(0)).images[0]
+    expected = pipe(
+        PROMPT,
+        num_inference_steps=settings.default_steps,
+        guidance_scale=guidance,
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
     diff = int(np.abs(shown.astype(int) - np.asarray(expected).astype(int)).max())
     print(f"max abs pixel difference, browser vs pipeline (uint8): {diff}")
     assert shown.shape == np.asarray(expected).shape and diff == 0

@@ -43,8 +43,12 @@ def test_detector_reads_the_ground_truth_back(rows):
 
 def test_detector_survives_mild_noise(rows):
     rng = np.random.default_rng(0)
-    noisy = [PIL.Image.fromarray(np.clip(np.asarray(r["image"], dtype=np.float64) + rng.normal(0, 6, (64, 64, 3)),
-                                         0, 255).astype(np.uint8)) for r in rows]
+    noisy = [
+        PIL.Image.fromarray(
+            np.clip(np.asarray(r["image"], dtype=np.float64) + rng.normal(0, 6, (64, 64, 3)), 0, 255).astype(np.uint8)
+        )
+        for r in rows
+    ]
     assert score_text([r["caption"] for r in rows], noisy)["accuracy"] >= 0.95
 
 
@@ -55,8 +59,7 @@ def test_failure_modes_are_counted():
     wrong_shape = render_layout([{"label": "red triangle", "box": [0.1, 0.1, 0.4, 0.4]}])
     empty = render_layout([])
     scores = score_text(["a red circle"] * 4, [extra, swapped, wrong_shape, empty])
-    assert scores == {"accuracy": 0.0, "extra_object_rate": 0.25, "missing_object_rate": 0.25,
-                      "wrong_label_rate": 0.5}
+    assert scores == {"accuracy": 0.0, "extra_object_rate": 0.25, "missing_object_rate": 0.25, "wrong_label_rate": 0.5}
     moved = render_layout([{"label": "red circle", "box": [0.5, 0.5, 0.8, 0.8]}])
     ious, right = match_layout(layout, detect_shapes(moved))
     assert right and ious[0] < 0.1  # right label, wrong place
@@ -101,20 +104,38 @@ def tiny_models(tmp_path_factory):
 
     text = build_pipeline("text2im-tiny", seed=0)
     tokenizer = LayoutTokenizer(max_objects=4, categories=list(LABELS))
-    encoder = LDMBertModel(vocab_size=tokenizer.config.vocab_size, max_position_embeddings=tokenizer.sequence_length,
-                           hidden_size=32, num_hidden_layers=1, num_attention_heads=2, attention_head_dim=16,
-                           intermediate_size=64).eval()
-    LDMPipeline(vae=text.vae, unet=text.unet, scheduler=text.scheduler, cond_encoder=encoder,
-                tokenizer=tokenizer).save_pretrained(root / "layout-tiny")
+    encoder = LDMBertModel(
+        vocab_size=tokenizer.config.vocab_size,
+        max_position_embeddings=tokenizer.sequence_length,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        intermediate_size=64,
+    ).eval()
+    LDMPipeline(
+        vae=text.vae, unet=text.unet, scheduler=text.scheduler, cond_encoder=encoder, tokenizer=tokenizer
+    ).save_pretrained(root / "layout-tiny")
     # layout drawn as a segmentation map (13 classes: background + the 12 labels) concatenated with z_t
     from ldm_hub import LDMUNet
     from ldm_hub.conditioning.semantic_map import SemanticMapEncoder
 
-    unet = LDMUNet(in_channels=4 + 13, out_channels=4, sample_size=8, block_out_channels=(16, 32), layers_per_block=1,
-                   attention_levels=(False, False), mid_block_attention=False, norm_num_groups=8).eval()
-    LDMPipeline(vae=text.vae, unet=unet, scheduler=text.scheduler,
-                cond_encoder=SemanticMapEncoder(num_classes=13, out_channels=13).eval()).save_pretrained(
-                    root / "semantic-tiny")
+    unet = LDMUNet(
+        in_channels=4 + 13,
+        out_channels=4,
+        sample_size=8,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(False, False),
+        mid_block_attention=False,
+        norm_num_groups=8,
+    ).eval()
+    LDMPipeline(
+        vae=text.vae,
+        unet=unet,
+        scheduler=text.scheduler,
+        cond_encoder=SemanticMapEncoder(num_classes=13, out_channels=13).eval(),
+    ).save_pretrained(root / "semantic-tiny")
     return root
 
 
@@ -124,13 +145,39 @@ def _cli(argv):
     return main(argv)
 
 
-@pytest.mark.parametrize("task, model", [("text", "text2im-tiny"), ("layout", "layout-tiny"),
-                                         ("layout", "semantic-tiny"), ("superres", "superres-tiny"),
-                                         ("autoencoder", "vq"), ("autoencoder", "superres-tiny")])
+@pytest.mark.parametrize(
+    "task, model",
+    [
+        ("text", "text2im-tiny"),
+        ("layout", "layout-tiny"),
+        ("layout", "semantic-tiny"),
+        ("superres", "superres-tiny"),
+        ("autoencoder", "vq"),
+        ("autoencoder", "superres-tiny"),
+    ],
+)
 def test_cli_evaluate_writes_json(tiny_models, tmp_path, capsys, task, model):
     out = tmp_path / "result.json"
-    rc = _cli(["evaluate", str(tiny_models / model), "--task", task, "--num-samples", "3", "--steps", "2",
-               "--batch-size", "2", "--seed", "5", "--json", str(out), "--save-images", str(tmp_path / "images")])
+    rc = _cli(
+        [
+            "evaluate",
+            str(tiny_models / model),
+            "--task",
+            task,
+            "--num-samples",
+            "3",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--seed",
+            "5",
+            "--json",
+            str(out),
+            "--save-images",
+            str(tmp_path / "images"),
+        ]
+    )
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["task"] == task and result["num_samples"] == 3 and result["seed"] == 5

@@ -41,7 +41,9 @@ def unet_inputs(unet: LDMUNet, batch: int = 2):
     gen = torch.Generator().manual_seed(1)
     cfg = unet.config
     sample = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=gen)
-    context = None if cfg.cross_attention_dim is None else torch.randn(batch, 7, cfg.cross_attention_dim, generator=gen)
+    context = (
+        None if cfg.cross_attention_dim is None else torch.randn(batch, 7, cfg.cross_attention_dim, generator=gen)
+    )
     return sample, torch.tensor(500), context
 
 
@@ -165,7 +167,9 @@ def test_attention_finite_in_half_precision_with_large_activations(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_ldm_bert_finite_in_half_precision(dtype):
-    theirs = randomize_(pipeline_latent_diffusion.LDMBertModel(pipeline_latent_diffusion.LDMBertConfig(**TINY_BERT)), 0)
+    theirs = randomize_(
+        pipeline_latent_diffusion.LDMBertModel(pipeline_latent_diffusion.LDMBertConfig(**TINY_BERT)), 0
+    )
     with torch.no_grad():  # large activations: the token embeddings scaled up
         theirs.model.embed_tokens.weight.mul_(200)
     ours = ldm_bert_from_diffusers(dict(theirs.config.to_dict()), theirs.state_dict()).eval()
@@ -325,7 +329,9 @@ def test_captured_loop_bookkeeping_matches_the_plain_loop(text_repo):
         context = pipe._prepare_text_context(PROMPT, None, None, None, True, 1, torch.device("cpu"))[1]
         run = pipe._loop_runner(STEPS, 3.0, {"eta": 0.0}, torch.device("cpu"))
         graph = RerunGraph()
-        loop = CapturedLoop(run, [z1, context, None], warmup=1, graph_factory=lambda: graph, capture=lambda g: nullcontext())
+        loop = CapturedLoop(
+            run, [z1, context, None], warmup=1, graph_factory=lambda: graph, capture=lambda g: nullcontext()
+        )
         graph.loop, graph.run = loop, run
         first = loop(z1, context, None)
         second = loop(z2, context, None)

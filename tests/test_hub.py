@@ -74,9 +74,11 @@ def sample(pipe, seed: int = 0) -> torch.Tensor:
         kwargs["segmentation"] = torch.from_numpy(rng.integers(0, 6, (1, pixels, pixels)))
     elif mode == "inpaint":
         mask = np.zeros((pixels, pixels), np.uint8)
-        mask[pixels // 4: 3 * pixels // 4, pixels // 4: 3 * pixels // 4] = 255
-        kwargs.update(image=PIL.Image.fromarray(rng.integers(0, 256, (pixels, pixels, 3), dtype=np.uint8)),
-                      mask_image=PIL.Image.fromarray(mask))
+        mask[pixels // 4 : 3 * pixels // 4, pixels // 4 : 3 * pixels // 4] = 255
+        kwargs.update(
+            image=PIL.Image.fromarray(rng.integers(0, 256, (pixels, pixels, 3), dtype=np.uint8)),
+            mask_image=PIL.Image.fromarray(mask),
+        )
     return pipe(**kwargs).images
 
 
@@ -164,8 +166,11 @@ def test_server_speaks_the_hub_protocol(hub, tmp_path):
 
     weights = np.random.default_rng(0).bytes(3000)
     hub.reset_counters()
-    commit = a.create_commit(repo, [CommitOperationAdd("notes.txt", b"hello\n"),
-                                    CommitOperationAdd("w/model.safetensors", weights)], commit_message="files")
+    commit = a.create_commit(
+        repo,
+        [CommitOperationAdd("notes.txt", b"hello\n"), CommitOperationAdd("w/model.safetensors", weights)],
+        commit_message="files",
+    )
     assert re.fullmatch(r"[0-9a-f]{40}", commit.oid) and hub.lfs_puts == 1  # only the .safetensors is LFS
     files = {f.path: f for f in a.list_repo_tree(repo, recursive=True) if hasattr(f, "size")}
     assert files["w/model.safetensors"].lfs is not None and files["notes.txt"].lfs is None
@@ -183,11 +188,14 @@ def test_server_speaks_the_hub_protocol(hub, tmp_path):
 
     path = hf_hub_download(repo, "w/model.safetensors", revision="v1", cache_dir=tmp_path)
     assert Path(path).read_bytes() == weights
-    status, headers, body = raw(hub, "GET", f"/{repo}/resolve/{commit.oid}/w/model.safetensors",
-                                headers={"Range": "bytes=10-19"})
+    status, headers, body = raw(
+        hub, "GET", f"/{repo}/resolve/{commit.oid}/w/model.safetensors", headers={"Range": "bytes=10-19"}
+    )
     assert status == 206 and body == weights[10:20] and headers["X-Linked-Size"] == str(len(weights))
-    assert headers["X-Repo-Commit"] == commit.oid and headers["X-Linked-Etag"].strip('"') == files[
-        "w/model.safetensors"].lfs.sha256
+    assert (
+        headers["X-Repo-Commit"] == commit.oid
+        and headers["X-Linked-Etag"].strip('"') == files["w/model.safetensors"].lfs.sha256
+    )
 
     with pytest.raises(RepositoryNotFoundError):
         hf_hub_download(f"{USER}/nope", "x.txt", cache_dir=tmp_path)
@@ -208,13 +216,21 @@ def test_server_speaks_the_hub_protocol(hub, tmp_path):
         a.model_info(f"{USER}/secret", token=OTHER_TOKEN)
 
     # atomic commit: a commit naming an LFS object that was never uploaded is refused and changes nothing
-    lines = [{"key": "header", "value": {"summary": "bad"}},
-             {"key": "file", "value": {"path": "new.txt", "content": base64.b64encode(b"x").decode(),
-                                       "encoding": "base64"}},
-             {"key": "lfsFile", "value": {"path": "big.bin", "algo": "sha256", "oid": "0" * 64, "size": 5}}]
-    status, _, body = raw(hub, "POST", f"/api/models/{repo}/commit/main",
-                          b"".join(json.dumps(x).encode() + b"\n" for x in lines),
-                          {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"})
+    lines = [
+        {"key": "header", "value": {"summary": "bad"}},
+        {
+            "key": "file",
+            "value": {"path": "new.txt", "content": base64.b64encode(b"x").decode(), "encoding": "base64"},
+        },
+        {"key": "lfsFile", "value": {"path": "big.bin", "algo": "sha256", "oid": "0" * 64, "size": 5}},
+    ]
+    status, _, body = raw(
+        hub,
+        "POST",
+        f"/api/models/{repo}/commit/main",
+        b"".join(json.dumps(x).encode() + b"\n" for x in lines),
+        {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"},
+    )
     assert status == 422 and b"never uploaded" in body
     assert hub.head(repo) == commit.oid and "new.txt" not in {s.rfilename for s in a.model_info(repo).siblings}
 
@@ -223,8 +239,14 @@ def test_server_speaks_the_hub_protocol(hub, tmp_path):
 def test_pipeline_round_trip_is_bit_identical(hub, text_pipe, text_repo, tmp_path):
     repo, _ = text_repo
     files = {s.rfilename for s in api().model_info(repo).siblings}
-    for name in ("model_index.json", PIPELINE_FILE_NAME, "README.md", "unet/diffusion_pytorch_model.safetensors",
-                 f"unet/{COMPONENT_FILE_NAME}", "tokenizer/tokenizer_config.json"):
+    for name in (
+        "model_index.json",
+        PIPELINE_FILE_NAME,
+        "README.md",
+        "unet/diffusion_pytorch_model.safetensors",
+        f"unet/{COMPONENT_FILE_NAME}",
+        "tokenizer/tokenizer_config.json",
+    ):
         assert name in files
     back = load(repo, cache_dir=tmp_path / "cache")
     assert type(back) is LDMPipeline and back.conditioning == "text"
@@ -234,8 +256,9 @@ def test_pipeline_round_trip_is_bit_identical(hub, text_pipe, text_repo, tmp_pat
     assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("preset, tag", [("superres-tiny", "image-to-image"),
-                                         ("unconditional-tiny", "unconditional-image-generation")])
+@pytest.mark.parametrize(
+    "preset, tag", [("superres-tiny", "image-to-image"), ("unconditional-tiny", "unconditional-image-generation")]
+)
 def test_superres_and_unconditional_round_trip_and_card_snippet(hub, preset, tag, tmp_path, monkeypatch):
     from huggingface_hub import ModelCard
 
@@ -252,17 +275,35 @@ def test_superres_and_unconditional_round_trip_and_card_snippet(hub, preset, tag
 
 def mode_pipe(mode: str) -> LDMPipeline:
     """A tiny pipeline in one of the other conditioning modes, from the public classes, every parameter random."""
+
     def unet(in_channels, context=None):
-        return randomize_(ldm_hub.LDMUNet(
-            in_channels=in_channels, out_channels=3, sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-            attention_levels=(False, True), num_attention_heads=None, attention_head_dim=16, norm_num_groups=8,
-            cross_attention_dim=context), 1).eval()
+        return randomize_(
+            ldm_hub.LDMUNet(
+                in_channels=in_channels,
+                out_channels=3,
+                sample_size=8,
+                block_out_channels=(32, 64),
+                layers_per_block=1,
+                attention_levels=(False, True),
+                num_attention_heads=None,
+                attention_head_dim=16,
+                norm_num_groups=8,
+                cross_attention_dim=context,
+            ),
+            1,
+        ).eval()
 
     if mode == "layout":
         tokenizer = ldm_hub.LayoutTokenizer(vocab_size=1024, max_objects=4, categories=["red circle", "blue square"])
-        encoder = ldm_hub.LDMBertModel(vocab_size=1024, max_position_embeddings=tokenizer.sequence_length,
-                                       hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                       attention_head_dim=16, intermediate_size=64)
+        encoder = ldm_hub.LDMBertModel(
+            vocab_size=1024,
+            max_position_embeddings=tokenizer.sequence_length,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            attention_head_dim=16,
+            intermediate_size=64,
+        )
         parts = dict(unet=unet(3, 32), cond_encoder=encoder, tokenizer=tokenizer)
     elif mode == "class":
         parts = dict(unet=unet(3, 32), cond_encoder=ldm_hub.ClassEmbedder(num_classes=11, embed_dim=32, null_class=10))
@@ -272,18 +313,40 @@ def mode_pipe(mode: str) -> LDMPipeline:
         parts = dict(unet=unet(7))
     if parts.get("cond_encoder") is not None:
         randomize_(parts["cond_encoder"], 2).eval()
-    vae = randomize_(ldm_hub.VQModel(block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=3,
-                                     num_vq_embeddings=64, norm_num_groups=8, sample_size=32), 0).eval()
-    scheduler = ldm_hub.DDIMScheduler(beta_start=0.0015, beta_end=0.0205, beta_schedule="scaled_linear",
-                                      clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    vae = randomize_(
+        ldm_hub.VQModel(
+            block_out_channels=(32, 64, 64),
+            layers_per_block=1,
+            latent_channels=3,
+            num_vq_embeddings=64,
+            norm_num_groups=8,
+            sample_size=32,
+        ),
+        0,
+    ).eval()
+    scheduler = ldm_hub.DDIMScheduler(
+        beta_start=0.0015,
+        beta_end=0.0205,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     pipe = LDMPipeline(vae=vae, scheduler=scheduler, **parts)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.conditioning == mode
     return pipe
 
 
-@pytest.mark.parametrize("mode, tag", [("layout", "text-to-image"), ("class", "unconditional-image-generation"),
-                                       ("semantic", "image-to-image"), ("inpaint", "image-to-image")])
+@pytest.mark.parametrize(
+    "mode, tag",
+    [
+        ("layout", "text-to-image"),
+        ("class", "unconditional-image-generation"),
+        ("semantic", "image-to-image"),
+        ("inpaint", "image-to-image"),
+    ],
+)
 def test_other_modes_round_trip_and_load_in_plain_diffusers(hub, mode, tag, tmp_path, monkeypatch):
     """Layout (a ConfigMixin tokenizer: diffusers loads it through the custom-component file), class, semantic
     map, inpainting: push, load with ldm_hub and with plain diffusers, same weights and images; card snippet."""
@@ -293,9 +356,10 @@ def test_other_modes_round_trip_and_load_in_plain_diffusers(hub, mode, tag, tmp_
     pipe = mode_pipe(mode)
     repo = pipe.push_to_hub(f"{USER}/mode-{mode}").repo_url.repo_id
     expected = sample(pipe)
-    for loaded in (load(repo, cache_dir=tmp_path / "a"),
-                   DiffusionPipeline.from_pretrained(repo, trust_remote_code=True, disable_mmap=True,
-                                                     cache_dir=tmp_path / "b")):
+    for loaded in (
+        load(repo, cache_dir=tmp_path / "a"),
+        DiffusionPipeline.from_pretrained(repo, trust_remote_code=True, disable_mmap=True, cache_dir=tmp_path / "b"),
+    ):
         loaded.set_progress_bar_config(disable=True)
         assert type(loaded) is LDMPipeline and loaded.conditioning == mode
         assert_same_weights(pipe, loaded)
@@ -367,17 +431,29 @@ def test_plain_diffusers_loads_ldm_hub_pipeline(hub, text_pipe, text_repo, tmp_p
     repo, _ = text_repo
     ours = load(repo, cache_dir=tmp_path / "ours")
     expected = sample(ours)
-    for i, kwargs in enumerate([dict(trust_remote_code=True),
-                                dict(custom_pipeline=repo, trust_remote_code=True),
-                                dict(trust_remote_code=True, disable_mmap=True)]):
+    for i, kwargs in enumerate(
+        [
+            dict(trust_remote_code=True),
+            dict(custom_pipeline=repo, trust_remote_code=True),
+            dict(trust_remote_code=True, disable_mmap=True),
+        ]
+    ):
         pipe = DiffusionPipeline.from_pretrained(repo, cache_dir=tmp_path / f"d{i}", **kwargs)
         pipe.set_progress_bar_config(disable=True)
         assert type(pipe) is ldm_hub.LDMPipeline and type(pipe) is not diffusers.LDMPipeline
         assert {k: type(v).__name__ for k, v in pipe.components.items()} == {
-            "vae": "AutoencoderKL", "unet": "LDMUNet", "scheduler": "DDIMScheduler",
-            "cond_encoder": "LDMBertModel", "tokenizer": "BertTokenizer", "layout_planner": "NoneType"}
-        assert all(type(v).__module__.startswith(("ldm_hub.", "transformers."))
-                   for v in pipe.components.values() if v is not None)
+            "vae": "AutoencoderKL",
+            "unet": "LDMUNet",
+            "scheduler": "DDIMScheduler",
+            "cond_encoder": "LDMBertModel",
+            "tokenizer": "BertTokenizer",
+            "layout_planner": "NoneType",
+        }
+        assert all(
+            type(v).__module__.startswith(("ldm_hub.", "transformers."))
+            for v in pipe.components.values()
+            if v is not None
+        )
         assert_same_weights(ours, pipe)
         image = sample(pipe)
         diff = max_abs_diff(image, expected)
@@ -395,8 +471,9 @@ def test_plain_diffusers_loads_ldm_hub_pipeline(hub, text_pipe, text_repo, tmp_p
         DiffusionPipeline.from_pretrained(repo, cache_dir=tmp_path / "refused")
     # a component passed to diffusers' loader is checked against ldm_hub's (lazily served) base classes
     scheduler = ldm_hub.DPMSolverMultistepScheduler.from_config(ours.scheduler.config)
-    pipe = DiffusionPipeline.from_pretrained(repo, trust_remote_code=True, scheduler=scheduler,
-                                             cache_dir=tmp_path / "d0")
+    pipe = DiffusionPipeline.from_pretrained(
+        repo, trust_remote_code=True, scheduler=scheduler, cache_dir=tmp_path / "d0"
+    )
     assert pipe.scheduler is scheduler and "ModelMixin" not in ldm_hub.__all__
 
 
@@ -416,8 +493,9 @@ def test_pipeline_file_is_the_packaged_one(hub, text_repo, tmp_path):
     module = type(sys)("pipeline")
     module.__dict__.update(namespace)
     assert find_pipeline_class(module) is ldm_hub.LDMPipeline
-    pipe = DiffusionPipeline.from_pretrained(repo, custom_pipeline=str(top_level.parent), trust_remote_code=True,
-                                             cache_dir=tmp_path / "local")
+    pipe = DiffusionPipeline.from_pretrained(
+        repo, custom_pipeline=str(top_level.parent), trust_remote_code=True, cache_dir=tmp_path / "local"
+    )
     assert type(pipe) is ldm_hub.LDMPipeline
 
 
@@ -455,8 +533,11 @@ def test_fp16_variant(hub, text_pipe, tmp_path):
     text_pipe.push_to_hub(repo, variant="fp16")
     assert all(torch.equal(before[k], v) and v.dtype == torch.float32 for k, v in text_pipe.unet.state_dict().items())
     files = {s.rfilename for s in api().model_info(repo).siblings}
-    assert {"unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
-            "cond_encoder/diffusion_pytorch_model.fp16.safetensors"} <= files
+    assert {
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "cond_encoder/diffusion_pytorch_model.fp16.safetensors",
+    } <= files
     path = hf_hub_download(repo, "vae/diffusion_pytorch_model.fp16.safetensors", cache_dir=tmp_path)
     with safe_open(path, "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
@@ -477,8 +558,9 @@ def test_fp16_variant(hub, text_pipe, tmp_path):
     # and plain diffusers picks the variant as well
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(repo, variant="fp16", torch_dtype=torch.float16, trust_remote_code=True,
-                                             cache_dir=tmp_path / "diffusers")
+    pipe = DiffusionPipeline.from_pretrained(
+        repo, variant="fp16", torch_dtype=torch.float16, trust_remote_code=True, cache_dir=tmp_path / "diffusers"
+    )
     assert type(pipe) is LDMPipeline and pipe.unet.dtype == torch.float16
     assert torch.equal(pipe.unet.state_dict()["conv_in.weight"], before["conv_in.weight"].half())
 
@@ -546,16 +628,22 @@ def test_errors_name_the_repo_and_what_is_missing(hub, text_pipe, text_repo, tmp
         load(repo, revision="no-such-branch", cache_dir=cache)
     with pytest.raises(ModelFileError, match=rf"the Hub refused the token for '{repo}' \(401"):
         load(repo, token="hf_wrong", cache_dir=cache)
-    with pytest.raises(HfHubHTTPError, match=rf"(?s)Invalid credentials.*pushing to Hub repo '{USER}/x' failed: "
-                                             r"the Hub refused the token"):
+    with pytest.raises(
+        HfHubHTTPError,
+        match=rf"(?s)Invalid credentials.*pushing to Hub repo '{USER}/x' failed: "
+        r"the Hub refused the token",
+    ):
         text_pipe.push_to_hub(f"{USER}/x", token="hf_wrong")
 
     # a missing file: the UNet weights deleted from a copy of the repo
     broken = f"{USER}/broken"
     text_pipe.push_to_hub(broken)
     api().delete_file("unet/diffusion_pytorch_model.safetensors", broken)
-    with pytest.raises(ModelFileError, match=rf"(?s)Hub repo '{broken}': missing weights in .*unet: none of "
-                                             r"\['diffusion_pytorch_model.safetensors'"):
+    with pytest.raises(
+        ModelFileError,
+        match=rf"(?s)Hub repo '{broken}': missing weights in .*unet: none of "
+        r"\['diffusion_pytorch_model.safetensors'",
+    ):
         load(broken, cache_dir=cache)
     api().delete_file("model_index.json", broken)
     with pytest.raises(ModelFileError, match=rf"Hub repo '{broken}' has no model_index.json"):
@@ -591,8 +679,9 @@ def test_every_component_pushes_and_loads(hub, text_pipe, tmp_path):
     models = {"unet": text_pipe.unet, "kl": text_pipe.vae, "vq": sr.vae, "bert": text_pipe.cond_encoder}
     for name, model in models.items():
         info = model.push_to_hub(f"{USER}/component-{name}", commit_message=f"{name} weights", private=True)
-        back = type(model).from_pretrained(f"{USER}/component-{name}", revision=info.commit_url.rsplit("/", 1)[-1],
-                                           cache_dir=tmp_path)
+        back = type(model).from_pretrained(
+            f"{USER}/component-{name}", revision=info.commit_url.rsplit("/", 1)[-1], cache_dir=tmp_path
+        )
         assert type(back) is type(model)
         a, b = model.state_dict(), back.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
@@ -600,8 +689,9 @@ def test_every_component_pushes_and_loads(hub, text_pipe, tmp_path):
     unet = text_pipe.unet
     unet.push_to_hub(f"{USER}/component-unet", variant="fp16", revision="half")
     assert unet.dtype == torch.float32  # the in-memory model is untouched
-    back = ldm_hub.LDMUNet.from_pretrained(f"{USER}/component-unet", revision="half", variant="fp16",
-                                           torch_dtype=torch.float16, cache_dir=tmp_path)
+    back = ldm_hub.LDMUNet.from_pretrained(
+        f"{USER}/component-unet", revision="half", variant="fp16", torch_dtype=torch.float16, cache_dir=tmp_path
+    )
     assert all(torch.equal(v.half(), back.state_dict()[k]) for k, v in unet.state_dict().items())
     from huggingface_hub import ModelCard
 
@@ -645,8 +735,9 @@ def test_cli_push(hub, text_pipe, tmp_path, capsys):
     folder = tmp_path / "folder"
     text_pipe.save_pretrained(folder)
     env = hub_env(hub, tmp_path / "home")
-    proc = _ldm_hub("push", folder, f"{USER}/from-cli", "--commit-message", "from the CLI", "--revision", "cli",
-                    env=env)
+    proc = _ldm_hub(
+        "push", folder, f"{USER}/from-cli", "--commit-message", "from the CLI", "--revision", "cli", env=env
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.search(rf"pushed .* \(text model\) to {USER}/from-cli at commit [0-9a-f]{{40}}", proc.stdout)
     assert hub.head(f"{USER}/from-cli", "cli") != hub.head(f"{USER}/from-cli", "main")
@@ -680,13 +771,42 @@ def test_dataset_push_load_and_train_from_the_repo_id(hub, tmp_path):
     assert back[3]["caption"] == shapes[3]["caption"]
     assert np.array_equal(np.asarray(back[3]["image"]), np.asarray(shapes[3]["image"]))
 
-    common = ["--dataset", f"{USER}/shapes", "--max-steps", "1", "--batch-size", "2", "--report-to", "none",
-              "--no-progress-bar", "--num-sample-images", "1"]
-    assert main(["train", "autoencoder", "--model", "kl-f4-tiny", "--output-dir", str(tmp_path / "ae"),
-                 *common]) == 0
-    assert main(["train", "ldm", "--conditioning", "unconditional", "--model", "tiny-unconditional",
-                 "--autoencoder", str(tmp_path / "ae"), "--output-dir", str(tmp_path / "ldm"), "--sample-steps", "1",
-                 "--push-to-hub", f"{USER}/shapes-ldm", *common]) == 0
+    common = [
+        "--dataset",
+        f"{USER}/shapes",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--report-to",
+        "none",
+        "--no-progress-bar",
+        "--num-sample-images",
+        "1",
+    ]
+    assert main(["train", "autoencoder", "--model", "kl-f4-tiny", "--output-dir", str(tmp_path / "ae"), *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "ldm",
+                "--conditioning",
+                "unconditional",
+                "--model",
+                "tiny-unconditional",
+                "--autoencoder",
+                str(tmp_path / "ae"),
+                "--output-dir",
+                str(tmp_path / "ldm"),
+                "--sample-steps",
+                "1",
+                "--push-to-hub",
+                f"{USER}/shapes-ldm",
+                *common,
+            ]
+        )
+        == 0
+    )
     card = ModelCard.load(f"{USER}/shapes-ldm")
     assert card.data.datasets == [f"{USER}/shapes"] and "- steps: 1" in card.content
     pipe = load(f"{USER}/shapes-ldm", cache_dir=tmp_path / "cache")
@@ -700,20 +820,32 @@ def test_push_from_an_installed_wheel_uploads_the_pipeline_file(hub, tmp_path):
     """A non-editable wheel in a fresh venv: `ldm-hub push` uploads the same pipeline.py as pipelines/ holds
     (its text ships inside the package as ldm_hub.hub.PIPELINE_SOURCE, not read from the source tree)."""
     from huggingface_hub import hf_hub_download
-
     from utils import install_wheel
 
     venv = install_wheel(REPO_ROOT, tmp_path)
     py = venv / "bin" / "python"
     env = hub_env(hub, tmp_path / "home")
-    where = subprocess.check_output([py, "-c", "import ldm_hub.hub; print(ldm_hub.hub.__file__)"], text=True,
-                                    cwd=tmp_path, env=env).strip()
+    where = subprocess.check_output(
+        [py, "-c", "import ldm_hub.hub; print(ldm_hub.hub.__file__)"], text=True, cwd=tmp_path, env=env
+    ).strip()
     assert where.startswith(str(venv)), where
     cli = venv / "bin" / "ldm-hub"
-    subprocess.run([cli, "init", "unconditional-tiny", "--output", tmp_path / "model"], check=True, env=env,
-                   cwd=tmp_path, timeout=300)
-    proc = subprocess.run([cli, "push", tmp_path / "model", f"{USER}/from-wheel"], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300, check=False)
+    subprocess.run(
+        [cli, "init", "unconditional-tiny", "--output", tmp_path / "model"],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    proc = subprocess.run(
+        [cli, "push", tmp_path / "model", f"{USER}/from-wheel"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     uploaded = Path(hf_hub_download(f"{USER}/from-wheel", PIPELINE_FILE_NAME, cache_dir=tmp_path / "cache"))
     assert uploaded.read_text() == (REPO_ROOT / "pipelines" / "ldm_hub_pipeline" / PIPELINE_FILE_NAME).read_text()

@@ -8,8 +8,15 @@ from ldm_hub.models import layers
 from ldm_hub.models.layers import Conv2d
 
 
-@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding=1), dict(kernel_size=1),
-                                    dict(kernel_size=3, stride=2, padding=0), dict(kernel_size=3, padding=1, bias=False)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=1),
+        dict(kernel_size=3, stride=2, padding=0),
+        dict(kernel_size=3, padding=1, bias=False),
+    ],
+)
 def test_packed_conv_matches_torch_and_is_used(kwargs):
     conv = Conv2d(16, 24, **kwargs).eval()
     x = torch.randn(2, 16, 9, 9)
@@ -75,7 +82,9 @@ def test_single_small_input_and_few_channels_take_torch_native_path():
         torch.testing.assert_close(conv(small), F.conv2d(small, conv.weight, conv.bias, padding=1))
         assert "_packed" not in conv.__dict__
         large = torch.randn(1, 16, 64, 64)  # 65536 elements
-        torch.testing.assert_close(conv(large), F.conv2d(large, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            conv(large), F.conv2d(large, conv.weight, conv.bias, padding=1), rtol=1e-4, atol=1e-5
+        )
         assert "_packed" in conv.__dict__
         for narrow in (Conv2d(4, 32, kernel_size=3, padding=1).eval(), Conv2d(32, 4, kernel_size=3, padding=1).eval()):
             x = torch.randn(2, narrow.in_channels, 16, 16)

@@ -17,7 +17,10 @@ from ldm_hub.data.shapes import LABELS, MAX_OBJECTS, MIN_GAP, make_shapes_datase
 def test_parse_keeps_the_written_order_and_names_bad_captions():
     planner = LayoutPlanner(labels=list(LABELS))
     assert planner.parse("a Yellow Triangle, a red circle and a blue square") == [
-        "yellow triangle", "red circle", "blue square"]
+        "yellow triangle",
+        "red circle",
+        "blue square",
+    ]
     with pytest.raises(ValueError, match="names none of this model's 12 objects"):
         planner.parse("a purple hexagon")
     with pytest.raises(ValueError, match="names 4 objects; this model was trained on at most 3"):
@@ -60,13 +63,15 @@ def test_generators_make_plans_reproducible_and_independent_per_caption():
     alone = planner.plan(captions[1:], generator=[torch.Generator().manual_seed(6)])
     assert both[1] == alone[0]
     assert planner.plan(captions, generator=torch.Generator().manual_seed(5)) == planner.plan(
-        captions, generator=torch.Generator().manual_seed(5))
+        captions, generator=torch.Generator().manual_seed(5)
+    )
 
 
 def test_rasterize_and_layout_errors():
     planner = LayoutPlanner(labels=["red circle", "blue square"])
-    (m,) = planner.rasterize([[{"label": "red circle", "box": [0.5, 0.5, 1.0, 1.0]},
-                               {"label": 1, "box": [0, 0, 0.25, 0.25]}]], (8, 8))
+    (m,) = planner.rasterize(
+        [[{"label": "red circle", "box": [0.5, 0.5, 1.0, 1.0]}, {"label": 1, "box": [0, 0, 0.25, 0.25]}]], (8, 8)
+    )
     ids = np.asarray(m)
     assert ids[6, 6] == 1 and ids[0, 0] == 2 and ids[0, 7] == 0 and m.mode == "L"
     with pytest.raises(ValueError, match=r"object 0 label 'green circle' is not one of the 2 categories"):
@@ -80,8 +85,9 @@ def test_save_and_load_round_trip(tmp_path):
     planner.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "planner_config.json").read_text())["labels"] == list(LABELS)
     loaded = LayoutPlanner.from_pretrained(tmp_path)
-    assert {k: v for k, v in loaded.config.items() if not k.startswith('_')} == {
-        k: v for k, v in planner.config.items() if not k.startswith('_')}
+    assert {k: v for k, v in loaded.config.items() if not k.startswith("_")} == {
+        k: v for k, v in planner.config.items() if not k.startswith("_")
+    }
     assert loaded.plan(["a red circle"], seed=2) == planner.plan(["a red circle"], seed=2)
 
 
@@ -92,11 +98,24 @@ def planned_pipe():
 
     base = build_pipeline("text2im-tiny", seed=0)
     torch.manual_seed(0)
-    unet = LDMUNet(in_channels=4 + 13, out_channels=4, sample_size=8, block_out_channels=(16, 32), layers_per_block=1,
-                   attention_levels=(False, False), mid_block_attention=False, norm_num_groups=8).eval()
+    unet = LDMUNet(
+        in_channels=4 + 13,
+        out_channels=4,
+        sample_size=8,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(False, False),
+        mid_block_attention=False,
+        norm_num_groups=8,
+    ).eval()
     planner = LayoutPlanner(labels=list(LABELS))
-    pipe = LDMPipeline(vae=base.vae, unet=unet, scheduler=base.scheduler,
-                       cond_encoder=SemanticMapEncoder(num_classes=13, out_channels=13).eval(), layout_planner=planner)
+    pipe = LDMPipeline(
+        vae=base.vae,
+        unet=unet,
+        scheduler=base.scheduler,
+        cond_encoder=SemanticMapEncoder(num_classes=13, out_channels=13).eval(),
+        layout_planner=planner,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -117,12 +136,17 @@ def test_a_prompt_is_the_planned_map(planned_pipe):
 
 
 def test_boxes_are_drawn_as_the_map(planned_pipe):
-    layout = [{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}, {"label": "blue square", "box": [0.6, 0.2, 0.9, 0.5]}]
-    out = planned_pipe(layout=layout, generator=torch.Generator().manual_seed(0), num_inference_steps=3,
-                       output_type="np").images
+    layout = [
+        {"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]},
+        {"label": "blue square", "box": [0.6, 0.2, 0.9, 0.5]},
+    ]
+    out = planned_pipe(
+        layout=layout, generator=torch.Generator().manual_seed(0), num_inference_steps=3, output_type="np"
+    ).images
     seg = layout_to_segmentation(layout, (32, 32), LABELS)
-    ref = planned_pipe(segmentation=seg, generator=torch.Generator().manual_seed(0), num_inference_steps=3,
-                       output_type="np").images
+    ref = planned_pipe(
+        segmentation=seg, generator=torch.Generator().manual_seed(0), num_inference_steps=3, output_type="np"
+    ).images
     assert np.array_equal(out, ref)
     two = planned_pipe(layout=[layout, layout[:1]], num_inference_steps=2, output_type="np").images
     assert two.shape == (2, 32, 32, 3)
@@ -138,16 +162,25 @@ def test_planned_pipe_errors(planned_pipe):
     with pytest.raises(ValueError, match="names none of this model's"):
         planned_pipe(prompt="a cat", num_inference_steps=1)
     with pytest.raises(ValueError, match="got 1 generators for a batch of 2 images"):
-        planned_pipe(prompt="a red circle", num_images_per_prompt=2, generator=[torch.Generator()],
-                     num_inference_steps=1)
-    without = LDMPipeline(vae=planned_pipe.vae, unet=planned_pipe.unet, scheduler=planned_pipe.scheduler,
-                          cond_encoder=planned_pipe.cond_encoder)
+        planned_pipe(
+            prompt="a red circle", num_images_per_prompt=2, generator=[torch.Generator()], num_inference_steps=1
+        )
+    without = LDMPipeline(
+        vae=planned_pipe.vae,
+        unet=planned_pipe.unet,
+        scheduler=planned_pipe.scheduler,
+        cond_encoder=planned_pipe.cond_encoder,
+    )
     assert without.tasks == ("semantic",)
     with pytest.raises(ValueError, match="`layout` cannot be used with this model: its conditioning is 'semantic'"):
         without(layout=[{"label": "red circle", "box": [0, 0, 1, 1]}], num_inference_steps=1)
     with pytest.raises(ValueError, match="`cond_encoder` must be a SemanticMapEncoder"):
-        LDMPipeline(vae=planned_pipe.vae, unet=planned_pipe.unet, scheduler=planned_pipe.scheduler,
-                    layout_planner=planned_pipe.layout_planner)
+        LDMPipeline(
+            vae=planned_pipe.vae,
+            unet=planned_pipe.unet,
+            scheduler=planned_pipe.scheduler,
+            layout_planner=planned_pipe.layout_planner,
+        )
 
 
 def test_planned_pipe_saves_and_loads(planned_pipe, tmp_path):
@@ -156,8 +189,10 @@ def test_planned_pipe_saves_and_loads(planned_pipe, tmp_path):
     assert index["layout_planner"] == ["ldm_hub", "LayoutPlanner"]
     loaded = LDMPipeline.from_pretrained(tmp_path / "m")
     assert loaded.tasks == ("text", "layout", "semantic")
-    a = planned_pipe(prompt="a red circle", generator=torch.Generator().manual_seed(4), num_inference_steps=2,
-                     output_type="np").images
-    b = loaded(prompt="a red circle", generator=torch.Generator().manual_seed(4), num_inference_steps=2,
-               output_type="np").images
+    a = planned_pipe(
+        prompt="a red circle", generator=torch.Generator().manual_seed(4), num_inference_steps=2, output_type="np"
+    ).images
+    b = loaded(
+        prompt="a red circle", generator=torch.Generator().manual_seed(4), num_inference_steps=2, output_type="np"
+    ).images
     np.testing.assert_allclose(a, b, atol=1e-5)

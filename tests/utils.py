@@ -79,13 +79,19 @@ def install_wheel(root, tmp_path):
     from pathlib import Path
 
     dist, venv = Path(tmp_path) / "dist", Path(tmp_path) / "venv"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist,
-                    root], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, root],
+        check=True,
+        timeout=300,
+    )
     (wheel,) = dist.glob("ldm_hub-*.whl")
     subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
     py = venv / "bin" / "python"
-    purelib = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                           text=True).strip())
+    purelib = Path(
+        subprocess.check_output(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], check=True, timeout=300)
     return venv

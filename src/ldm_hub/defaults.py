@@ -36,6 +36,8 @@ def default_model_path(task: str = "text") -> Path:
         raise ValueError(f"no default model for task {task!r}; choose one of {sorted(set(DEFAULT_MODELS))}")
     folder = DEFAULT_MODELS_DIR / DEFAULT_MODELS[task]
     if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"the default {task!r} model is missing from this install ({folder}); "
-                                "reinstall ldm_hub, or pass a model folder or Hub id")
+        raise FileNotFoundError(
+            f"the default {task!r} model is missing from this install ({folder}); "
+            "reinstall ldm_hub, or pass a model folder or Hub id"
+        )
     return folder

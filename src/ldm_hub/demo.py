@@ -241,8 +241,7 @@ def _sample(pipe, progress: gr.Progress, *, scheduler: str, steps: int, seed: in
     progress(0, desc="sampling")
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
     try:
-        return run(num_inference_steps=steps, generator=generator, callback_on_step_end=on_step_end,
-                   **kwargs).images
+        return run(num_inference_steps=steps, generator=generator, callback_on_step_end=on_step_end, **kwargs).images
     except (ValueError, TypeError) as e:
         raise _error(str(e)) from None
     except (torch.OutOfMemoryError, MemoryError):
@@ -266,7 +265,9 @@ def _tiling_kwargs(pipe, pixel_size: tuple[int, int]) -> dict:
     return {"tile_size": native}
 
 
-def _gallery(images: Iterable[PIL.Image.Image], caption: str | None = None) -> list[tuple[PIL.Image.Image, str | None]]:
+def _gallery(
+    images: Iterable[PIL.Image.Image], caption: str | None = None
+) -> list[tuple[PIL.Image.Image, str | None]]:
     return [(image, caption) for image in images]
 
 
@@ -306,7 +307,7 @@ def parse_layout(table, *, categories: Sequence[str] | None = None, max_objects:
     layout = []
     for number, row in enumerate(_table_rows(table), start=1):
         row = list(row) + [None] * (len(LAYOUT_HEADERS) - len(row))
-        label, corners = row[0], row[1:len(LAYOUT_HEADERS)]
+        label, corners = row[0], row[1 : len(LAYOUT_HEADERS)]
         label = "" if label is None else str(label).strip()
         if not label and all(c in (None, "") for c in corners):
             continue
@@ -318,11 +319,14 @@ def parse_layout(table, *, categories: Sequence[str] | None = None, max_objects:
             raise _error(f"row {number} ({label!r}): x0, y0, x1, y1 must be numbers, got {corners}") from None
         x0, y0, x1, y1 = box
         if not all(0.0 <= c <= 1.0 for c in box):
-            raise _error(f"row {number} ({label!r}): box {box} lies outside the canvas; corners are fractions "
-                         "of the image in [0, 1]")
+            raise _error(
+                f"row {number} ({label!r}): box {box} lies outside the canvas; corners are fractions "
+                "of the image in [0, 1]"
+            )
         if not (x0 < x1 and y0 < y1):
-            raise _error(f"row {number} ({label!r}): box {box} is empty or inverted: x1 must exceed x0 and y1 "
-                         "must exceed y0")
+            raise _error(
+                f"row {number} ({label!r}): box {box} is empty or inverted: x1 must exceed x0 and y1 must exceed y0"
+            )
         if label.lstrip("-").isdigit():
             label = int(label)
         elif categories is None:
@@ -347,8 +351,9 @@ def draw_layout(layout: list[dict], image: PIL.Image.Image | None = None, size: 
     for index, obj in enumerate(layout):
         x0, y0, x1, y1 = obj["box"]
         colour = _label_colour(obj["label"], index)
-        draw.rectangle([x0 * (width - 1), y0 * (height - 1), x1 * (width - 1), y1 * (height - 1)],
-                       outline=colour, width=line)
+        draw.rectangle(
+            [x0 * (width - 1), y0 * (height - 1), x1 * (width - 1), y1 * (height - 1)], outline=colour, width=line
+        )
         draw.text((x0 * (width - 1) + line + 1, y0 * (height - 1) + line), str(obj["label"]), fill=colour)
     return canvas
 
@@ -368,40 +373,59 @@ class _Controls:
     width: gr.Slider | None = None
 
 
-def _controls(pipe, settings: DemoSettings, prefix: str, *, guidance: float | None, batch: bool,
-              size: bool) -> _Controls:
+def _controls(
+    pipe, settings: DemoSettings, prefix: str, *, guidance: float | None, batch: bool, size: bool
+) -> _Controls:
     with gr.Row():
-        steps = gr.Slider(1, settings.max_steps, value=min(settings.default_steps, settings.max_steps), step=1,
-                          label="steps", elem_id=f"{prefix}-steps")
+        steps = gr.Slider(
+            1,
+            settings.max_steps,
+            value=min(settings.default_steps, settings.max_steps),
+            step=1,
+            label="steps",
+            elem_id=f"{prefix}-steps",
+        )
         guidance_slider = None
         if guidance is not None:
-            guidance_slider = gr.Slider(0.0, settings.max_guidance, value=guidance, step=0.1,
-                                        label="guidance scale (1 = off)", elem_id=f"{prefix}-guidance")
+            guidance_slider = gr.Slider(
+                0.0,
+                settings.max_guidance,
+                value=guidance,
+                step=0.1,
+                label="guidance scale (1 = off)",
+                elem_id=f"{prefix}-guidance",
+            )
     with gr.Row():
-        seed = gr.Number(0, precision=0, minimum=0, maximum=settings.max_seed, label="seed",
-                         elem_id=f"{prefix}-seed")
+        seed = gr.Number(0, precision=0, minimum=0, maximum=settings.max_seed, label="seed", elem_id=f"{prefix}-seed")
         randomize = gr.Checkbox(False, label="randomise seed", elem_id=f"{prefix}-randomize")
-        scheduler = gr.Dropdown(_scheduler_choices(), value=DEFAULT_SCHEDULER, label="scheduler",
-                                elem_id=f"{prefix}-scheduler")
+        scheduler = gr.Dropdown(
+            _scheduler_choices(), value=DEFAULT_SCHEDULER, label="scheduler", elem_id=f"{prefix}-scheduler"
+        )
         num_images = None
         if batch:
-            num_images = gr.Slider(1, settings.max_images, value=1, step=1, label="number of images",
-                                   elem_id=f"{prefix}-num-images")
+            num_images = gr.Slider(
+                1, settings.max_images, value=1, step=1, label="number of images", elem_id=f"{prefix}-num-images"
+            )
     height = width = None
     if size:
         multiple = _size_multiple(pipe)
         top = max(multiple, settings.max_side - settings.max_side % multiple)
         native = min(_native_side(pipe), top)
         with gr.Accordion("image size", open=False), gr.Row():
-            height = gr.Slider(multiple, top, value=native, step=multiple, label="height",
-                               elem_id=f"{prefix}-height")
+            height = gr.Slider(multiple, top, value=native, step=multiple, label="height", elem_id=f"{prefix}-height")
             width = gr.Slider(multiple, top, value=native, step=multiple, label="width", elem_id=f"{prefix}-width")
     return _Controls(steps, seed, randomize, scheduler, guidance_slider, num_images, height, width)
 
 
 def _result_gallery(prefix: str) -> gr.Gallery:
-    return gr.Gallery(label="result (PNG)", format="png", columns=2, elem_id=f"{prefix}-gallery",
-                      buttons=["download", "download_all", "fullscreen"], interactive=False)
+    return gr.Gallery(
+        label="result (PNG)",
+        format="png",
+        columns=2,
+        elem_id=f"{prefix}-gallery",
+        buttons=["download", "download_all", "fullscreen"],
+        interactive=False,
+    )
 
 
 def _checked_size(pipe, settings: DemoSettings, height, width) -> dict:
@@ -418,8 +442,14 @@ def _checked_size(pipe, settings: DemoSettings, height, width) -> dict:
 
 
 def _listen(button: gr.Button, fn: Callable, inputs: list, outputs: list, api_name: str, settings: DemoSettings):
-    button.click(fn, inputs=inputs, outputs=outputs, api_name=api_name, concurrency_id=_CONCURRENCY_ID,
-                 concurrency_limit=settings.concurrency_limit)
+    button.click(
+        fn,
+        inputs=inputs,
+        outputs=outputs,
+        api_name=api_name,
+        concurrency_id=_CONCURRENCY_ID,
+        concurrency_limit=settings.concurrency_limit,
+    )
 
 
 def _text_tab(pipe, settings: DemoSettings):
@@ -428,24 +458,45 @@ def _text_tab(pipe, settings: DemoSettings):
     guidance_default = settings.default_text_guidance if guided else 1.0
     with gr.Row():
         with gr.Column():
-            prompt = gr.Textbox(label="prompt", placeholder="a red circle and a blue square", lines=2,
-                                max_length=settings.max_prompt_chars, elem_id=f"{prefix}-prompt")
-            negative = gr.Textbox(label="negative prompt (replaces the empty prompt in guidance)", value="",
-                                  max_length=settings.max_prompt_chars, elem_id=f"{prefix}-negative", visible=guided)
-            c = _controls(pipe, settings, prefix, guidance=guidance_default if guided else None, batch=True,
-                          size=True)
+            prompt = gr.Textbox(
+                label="prompt",
+                placeholder="a red circle and a blue square",
+                lines=2,
+                max_length=settings.max_prompt_chars,
+                elem_id=f"{prefix}-prompt",
+            )
+            negative = gr.Textbox(
+                label="negative prompt (replaces the empty prompt in guidance)",
+                value="",
+                max_length=settings.max_prompt_chars,
+                elem_id=f"{prefix}-negative",
+                visible=guided,
+            )
+            c = _controls(pipe, settings, prefix, guidance=guidance_default if guided else None, batch=True, size=True)
             button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
             gallery = _result_gallery(prefix)
 
-    def text_to_image(prompt, negative_prompt="", steps=settings.default_steps, guidance_scale=guidance_default,
-                      seed=0, randomize_seed=False, scheduler=DEFAULT_SCHEDULER, num_images=1, height=None, width=None,
-                      progress=gr.Progress()):
+    def text_to_image(
+        prompt,
+        negative_prompt="",
+        steps=settings.default_steps,
+        guidance_scale=guidance_default,
+        seed=0,
+        randomize_seed=False,
+        scheduler=DEFAULT_SCHEDULER,
+        num_images=1,
+        height=None,
+        width=None,
+        progress=gr.Progress(),
+    ):
         if not prompt or not str(prompt).strip():
             raise _error("enter a prompt")
         if not guided and ((negative_prompt or "").strip() or guidance_scale not in (None, 1, 1.0)):
-            raise _error("this model plans boxes from the prompt and has no guidance: leave the negative prompt "
-                         "empty and the guidance scale at 1")
+            raise _error(
+                "this model plans boxes from the prompt and has no guidance: leave the negative prompt "
+                "empty and the guidance scale at 1"
+            )
         for name, text in (("prompt", prompt), ("negative prompt", negative_prompt or "")):
             if len(text) > settings.max_prompt_chars:
                 raise _error(f"the {name} has {len(text)} characters; the limit is {settings.max_prompt_chars}")
@@ -453,19 +504,36 @@ def _text_tab(pipe, settings: DemoSettings):
         guidance_scale = _as_float("guidance scale", guidance_scale, 0.0, settings.max_guidance)
         num_images = _as_int("number of images", num_images, 1, settings.max_images)
         seed = _pick_seed(seed, randomize_seed, settings)
-        images = _sample(pipe, progress, scheduler=scheduler, steps=steps, seed=seed, prompt=str(prompt),
-                         negative_prompt=negative_prompt or None, guidance_scale=guidance_scale,
-                         num_images_per_prompt=num_images, **_checked_size(pipe, settings, height, width))
+        images = _sample(
+            pipe,
+            progress,
+            scheduler=scheduler,
+            steps=steps,
+            seed=seed,
+            prompt=str(prompt),
+            negative_prompt=negative_prompt or None,
+            guidance_scale=guidance_scale,
+            num_images_per_prompt=num_images,
+            **_checked_size(pipe, settings, height, width),
+        )
         return _gallery(images, f"seed {seed}"), seed
 
     guidance = c.guidance if c.guidance is not None else gr.State(1.0)
-    inputs = [prompt, negative, c.steps, guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height,
-              c.width]
+    inputs = [prompt, negative, c.steps, guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height, c.width]
     _listen(button, text_to_image, inputs, [gallery, c.seed], api_name, settings)
-    prompt.submit(text_to_image, inputs=inputs, outputs=[gallery, c.seed], api_visibility="private",
-                  concurrency_id=_CONCURRENCY_ID, concurrency_limit=settings.concurrency_limit)
-    gr.Examples([["a red circle and a blue square"], ["a green triangle"], ["a yellow square and a red triangle"]],
-                inputs=[prompt], label="example prompts")
+    prompt.submit(
+        text_to_image,
+        inputs=inputs,
+        outputs=[gallery, c.seed],
+        api_visibility="private",
+        concurrency_id=_CONCURRENCY_ID,
+        concurrency_limit=settings.concurrency_limit,
+    )
+    gr.Examples(
+        [["a red circle and a blue square"], ["a green triangle"], ["a yellow square and a red triangle"]],
+        inputs=[prompt],
+        label="example prompts",
+    )
 
 
 def _layout_tab(pipe, settings: DemoSettings):
@@ -483,47 +551,75 @@ def _layout_tab(pipe, settings: DemoSettings):
 
     def _preview(table):
         try:
-            return draw_layout(parse_layout(table, categories=categories, max_objects=max_objects),
-                               size=preview_side)
+            return draw_layout(parse_layout(table, categories=categories, max_objects=max_objects), size=preview_side)
         except gr.Error:
             return None  # the preview stays empty while the table is half edited
 
     with gr.Row():
         with gr.Column():
-            note = (f"labels: {', '.join(categories[:12])}{' …' if len(categories) > 12 else ''}" if categories
-                    else "labels: category ids (whole numbers)")
-            table = gr.Dataframe(value=default_rows, headers=LAYOUT_HEADERS,
-                                 datatype=["str", "number", "number", "number", "number"], type="array",
-                                 interactive=True,
-                                 label=f"boxes: corners as fractions of the image, origin top left ({note})",
-                                 elem_id=f"{prefix}-table")
+            note = (
+                f"labels: {', '.join(categories[:12])}{' …' if len(categories) > 12 else ''}"
+                if categories
+                else "labels: category ids (whole numbers)"
+            )
+            table = gr.Dataframe(
+                value=default_rows,
+                headers=LAYOUT_HEADERS,
+                datatype=["str", "number", "number", "number", "number"],
+                type="array",
+                interactive=True,
+                label=f"boxes: corners as fractions of the image, origin top left ({note})",
+                elem_id=f"{prefix}-table",
+            )
             overlay = gr.Checkbox(False, label="draw the boxes on the result", elem_id=f"{prefix}-overlay")
             c = _controls(pipe, settings, prefix, guidance=1.0 if guided else None, batch=True, size=True)
             button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
-            preview = gr.Image(_preview(default_rows), label="layout preview", format="png", interactive=False,
-                               elem_id=f"{prefix}-preview")
+            preview = gr.Image(
+                _preview(default_rows),
+                label="layout preview",
+                format="png",
+                interactive=False,
+                elem_id=f"{prefix}-preview",
+            )
             gallery = _result_gallery(prefix)
 
-    def layout_to_image(layout, overlay_boxes=False, steps=settings.default_steps, guidance_scale=1.0, seed=0,
-                        randomize_seed=False, scheduler=DEFAULT_SCHEDULER, num_images=1, height=None, width=None,
-                        progress=gr.Progress()):
+    def layout_to_image(
+        layout,
+        overlay_boxes=False,
+        steps=settings.default_steps,
+        guidance_scale=1.0,
+        seed=0,
+        randomize_seed=False,
+        scheduler=DEFAULT_SCHEDULER,
+        num_images=1,
+        height=None,
+        width=None,
+        progress=gr.Progress(),
+    ):
         boxes = parse_layout(layout, categories=categories, max_objects=max_objects)
         steps = _as_int("steps", steps, 1, settings.max_steps)
         guidance_scale = _as_float("guidance scale", guidance_scale, 0.0, settings.max_guidance)
         num_images = _as_int("number of images", num_images, 1, settings.max_images)
         seed = _pick_seed(seed, randomize_seed, settings)
-        images = _sample(pipe, progress, scheduler=scheduler, steps=steps, seed=seed, layout=boxes,
-                         guidance_scale=guidance_scale, num_images_per_prompt=num_images,
-                         **_checked_size(pipe, settings, height, width))
+        images = _sample(
+            pipe,
+            progress,
+            scheduler=scheduler,
+            steps=steps,
+            seed=seed,
+            layout=boxes,
+            guidance_scale=guidance_scale,
+            num_images_per_prompt=num_images,
+            **_checked_size(pipe, settings, height, width),
+        )
         if overlay_boxes:
             images = [draw_layout(boxes, image) for image in images]
         return _gallery(images, f"seed {seed}"), seed
 
     table.change(_preview, inputs=[table], outputs=[preview], api_visibility="private")
     guidance = c.guidance if c.guidance is not None else gr.State(1.0)
-    inputs = [table, overlay, c.steps, guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height,
-              c.width]
+    inputs = [table, overlay, c.steps, guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height, c.width]
     _listen(button, layout_to_image, inputs, [gallery, c.seed], api_name, settings)
 
 
@@ -534,26 +630,55 @@ def _class_tab(pipe, settings: DemoSettings):
     num_labels = config["num_classes"] - (1 if null_class is not None else 0)
     with gr.Row():
         with gr.Column():
-            label = gr.Number(0, precision=0, minimum=0, maximum=num_labels - 1,
-                              label=f"class id (0 to {num_labels - 1})", elem_id=f"{prefix}-label")
+            label = gr.Number(
+                0,
+                precision=0,
+                minimum=0,
+                maximum=num_labels - 1,
+                label=f"class id (0 to {num_labels - 1})",
+                elem_id=f"{prefix}-label",
+            )
             guidance_default = 1.0 if null_class is None else settings.default_text_guidance
-            c = _controls(pipe, settings, prefix, guidance=None if null_class is None else guidance_default,
-                          batch=True, size=True)
+            c = _controls(
+                pipe,
+                settings,
+                prefix,
+                guidance=None if null_class is None else guidance_default,
+                batch=True,
+                size=True,
+            )
             button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
             gallery = _result_gallery(prefix)
 
-    def class_to_image(class_id, steps=settings.default_steps, guidance_scale=guidance_default, seed=0,
-                       randomize_seed=False, scheduler=DEFAULT_SCHEDULER, num_images=1, height=None, width=None,
-                       progress=gr.Progress()):
+    def class_to_image(
+        class_id,
+        steps=settings.default_steps,
+        guidance_scale=guidance_default,
+        seed=0,
+        randomize_seed=False,
+        scheduler=DEFAULT_SCHEDULER,
+        num_images=1,
+        height=None,
+        width=None,
+        progress=gr.Progress(),
+    ):
         class_id = _as_int("class id", class_id, 0, num_labels - 1)
         steps = _as_int("steps", steps, 1, settings.max_steps)
         guidance_scale = _as_float("guidance scale", guidance_scale, 0.0, settings.max_guidance)
         num_images = _as_int("number of images", num_images, 1, settings.max_images)
         seed = _pick_seed(seed, randomize_seed, settings)
-        images = _sample(pipe, progress, scheduler=scheduler, steps=steps, seed=seed, class_labels=[class_id],
-                         guidance_scale=guidance_scale, num_images_per_prompt=num_images,
-                         **_checked_size(pipe, settings, height, width))
+        images = _sample(
+            pipe,
+            progress,
+            scheduler=scheduler,
+            steps=steps,
+            seed=seed,
+            class_labels=[class_id],
+            guidance_scale=guidance_scale,
+            num_images_per_prompt=num_images,
+            **_checked_size(pipe, settings, height, width),
+        )
         return _gallery(images, f"class {class_id}, seed {seed}"), seed
 
     # Without a null class there is no guidance: a gr.State (not part of the API) feeds 1.0.
@@ -567,27 +692,52 @@ def _semantic_tab(pipe, settings: DemoSettings):
     num_classes = pipe.cond_encoder.config["num_classes"]
     with gr.Row():
         with gr.Column():
-            segmentation = guard_upload(gr.Image(
-                label=f"segmentation map: a PNG of class indices 0 to {num_classes - 1}", type="filepath",
-                image_mode=None, sources=["upload", "clipboard"], elem_id=f"{prefix}-input",
-            ), settings.max_upload_bytes)
+            segmentation = guard_upload(
+                gr.Image(
+                    label=f"segmentation map: a PNG of class indices 0 to {num_classes - 1}",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    elem_id=f"{prefix}-input",
+                ),
+                settings.max_upload_bytes,
+            )
             c = _controls(pipe, settings, prefix, guidance=None, batch=False, size=False)
             button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
             gallery = _result_gallery(prefix)
 
-    def semantic_to_image(segmentation_map, steps=settings.default_steps, seed=0, randomize_seed=False,
-                          scheduler=DEFAULT_SCHEDULER, progress=gr.Progress()):
+    def semantic_to_image(
+        segmentation_map,
+        steps=settings.default_steps,
+        seed=0,
+        randomize_seed=False,
+        scheduler=DEFAULT_SCHEDULER,
+        progress=gr.Progress(),
+    ):
         image = _open_image(segmentation_map, "the segmentation map", settings.max_input_side)
         image = _crop_to_multiple(image, _size_multiple(pipe), "the segmentation map")
         steps = _as_int("steps", steps, 1, settings.max_steps)
         seed = _pick_seed(seed, randomize_seed, settings)
-        images = _sample(pipe, progress, scheduler=scheduler, steps=steps, seed=seed, segmentation=image,
-                         **_tiling_kwargs(pipe, image.size))
+        images = _sample(
+            pipe,
+            progress,
+            scheduler=scheduler,
+            steps=steps,
+            seed=seed,
+            segmentation=image,
+            **_tiling_kwargs(pipe, image.size),
+        )
         return _gallery(images, f"seed {seed}"), seed
 
-    _listen(button, semantic_to_image, [segmentation, c.steps, c.seed, c.randomize, c.scheduler],
-            [gallery, c.seed], api_name, settings)
+    _listen(
+        button,
+        semantic_to_image,
+        [segmentation, c.steps, c.seed, c.randomize, c.scheduler],
+        [gallery, c.seed],
+        api_name,
+        settings,
+    )
 
 
 def _mask_from_layers(layers: Sequence[PIL.Image.Image], size: tuple[int, int]) -> PIL.Image.Image:
@@ -610,24 +760,41 @@ def _inpaint_tab(pipe, settings: DemoSettings):
     prefix, api_name = "inpaint", MODES["inpaint"][1]
     with gr.Row():
         with gr.Column():
-            editor = guard_upload(gr.ImageEditor(
-                label="upload an image, then paint the region to fill", type="pil", image_mode="RGBA",
-                sources=["upload", "clipboard"], brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
-                eraser=gr.Eraser(), layers=False, transforms=(), elem_id=f"{prefix}-editor",
-            ), settings.max_upload_bytes)
+            editor = guard_upload(
+                gr.ImageEditor(
+                    label="upload an image, then paint the region to fill",
+                    type="pil",
+                    image_mode="RGBA",
+                    sources=["upload", "clipboard"],
+                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+                    eraser=gr.Eraser(),
+                    layers=False,
+                    transforms=(),
+                    elem_id=f"{prefix}-editor",
+                ),
+                settings.max_upload_bytes,
+            )
             c = _controls(pipe, settings, prefix, guidance=None, batch=False, size=False)
             button = gr.Button("Fill", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
             gallery = _result_gallery(prefix)
 
-    def inpaint(image_and_mask, steps=settings.default_steps, seed=0, randomize_seed=False,
-                scheduler=DEFAULT_SCHEDULER, progress=gr.Progress()):
+    def inpaint(
+        image_and_mask,
+        steps=settings.default_steps,
+        seed=0,
+        randomize_seed=False,
+        scheduler=DEFAULT_SCHEDULER,
+        progress=gr.Progress(),
+    ):
         if not image_and_mask or image_and_mask.get("background") is None:
             raise _error("upload an image first")
         background = image_and_mask["background"]
         if max(background.size) > settings.max_input_side:
-            raise _error(f"the image is {background.width}x{background.height} pixels; the limit is "
-                         f"{settings.max_input_side} per side")
+            raise _error(
+                f"the image is {background.width}x{background.height} pixels; the limit is "
+                f"{settings.max_input_side} per side"
+            )
         mask = _mask_from_layers(image_and_mask.get("layers") or [], background.size)
         if not mask.getbbox():
             raise _error("paint the region to fill with the brush (the mask is empty)")
@@ -639,8 +806,9 @@ def _inpaint_tab(pipe, settings: DemoSettings):
         images = _sample(pipe, progress, scheduler=scheduler, steps=steps, seed=seed, image=image, mask_image=mask)
         return _gallery(images, f"seed {seed}"), seed
 
-    _listen(button, inpaint, [editor, c.steps, c.seed, c.randomize, c.scheduler], [gallery, c.seed], api_name,
-            settings)
+    _listen(
+        button, inpaint, [editor, c.steps, c.seed, c.randomize, c.scheduler], [gallery, c.seed], api_name, settings
+    )
 
 
 def _superres_tab(pipe, settings: DemoSettings):
@@ -649,34 +817,59 @@ def _superres_tab(pipe, settings: DemoSettings):
     largest = min(settings.max_input_side, settings.max_side // factor)  # the input and the output caps
     with gr.Row():
         with gr.Column():
-            low_res = guard_upload(gr.Image(
-                label=f"low-resolution image (at most {largest} px per side)", type="filepath",
-                image_mode=None, sources=["upload", "clipboard"], elem_id=f"{prefix}-input",
-            ), settings.max_upload_bytes)
+            low_res = guard_upload(
+                gr.Image(
+                    label=f"low-resolution image (at most {largest} px per side)",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    elem_id=f"{prefix}-input",
+                ),
+                settings.max_upload_bytes,
+            )
             c = _controls(pipe, settings, prefix, guidance=None, batch=False, size=False)
             button = gr.Button(f"Upscale {factor}×", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
-            slider = gr.ImageSlider(label=f"before (bicubic) / after ({factor}× LDM)", format="png",
-                                    elem_id=f"{prefix}-slider", interactive=False)
+            slider = gr.ImageSlider(
+                label=f"before (bicubic) / after ({factor}× LDM)",
+                format="png",
+                elem_id=f"{prefix}-slider",
+                interactive=False,
+            )
             gallery = _result_gallery(prefix)
 
-    def super_resolution(image, steps=settings.default_steps, seed=0, randomize_seed=False,
-                         scheduler=DEFAULT_SCHEDULER, progress=gr.Progress()):
+    def super_resolution(
+        image,
+        steps=settings.default_steps,
+        seed=0,
+        randomize_seed=False,
+        scheduler=DEFAULT_SCHEDULER,
+        progress=gr.Progress(),
+    ):
         low = _open_image(image, "the image", settings.max_input_side)
         low = _crop_to_multiple(_to_rgb(low), pipe.unet_downsampling, "the image")
         out_size = (low.width * factor, low.height * factor)
         if max(out_size) > settings.max_side:
-            raise _error(f"the result would be {out_size[0]}x{out_size[1]} pixels; the limit is "
-                         f"{settings.max_side} per side, so the input may be at most {settings.max_side // factor}")
+            raise _error(
+                f"the result would be {out_size[0]}x{out_size[1]} pixels; the limit is "
+                f"{settings.max_side} per side, so the input may be at most {settings.max_side // factor}"
+            )
         steps = _as_int("steps", steps, 1, settings.max_steps)
         seed = _pick_seed(seed, randomize_seed, settings)
-        images = _sample(pipe, progress, scheduler=scheduler, steps=steps, seed=seed, image=low,
-                         **_tiling_kwargs(pipe, out_size))
+        images = _sample(
+            pipe, progress, scheduler=scheduler, steps=steps, seed=seed, image=low, **_tiling_kwargs(pipe, out_size)
+        )
         before = low.resize(images[0].size, PIL.Image.Resampling.BICUBIC)
         return (before, images[0]), _gallery(images, f"seed {seed}"), seed
 
-    _listen(button, super_resolution, [low_res, c.steps, c.seed, c.randomize, c.scheduler],
-            [slider, gallery, c.seed], api_name, settings)
+    _listen(
+        button,
+        super_resolution,
+        [low_res, c.steps, c.seed, c.randomize, c.scheduler],
+        [slider, gallery, c.seed],
+        api_name,
+        settings,
+    )
 
 
 def _unconditional_tab(pipe, settings: DemoSettings):
@@ -688,17 +881,38 @@ def _unconditional_tab(pipe, settings: DemoSettings):
         with gr.Column():
             gallery = _result_gallery(prefix)
 
-    def unconditional(num_images=1, steps=settings.default_steps, seed=0, randomize_seed=False,
-                      scheduler=DEFAULT_SCHEDULER, height=None, width=None, progress=gr.Progress()):
+    def unconditional(
+        num_images=1,
+        steps=settings.default_steps,
+        seed=0,
+        randomize_seed=False,
+        scheduler=DEFAULT_SCHEDULER,
+        height=None,
+        width=None,
+        progress=gr.Progress(),
+    ):
         num_images = _as_int("number of images", num_images, 1, settings.max_images)
         steps = _as_int("steps", steps, 1, settings.max_steps)
         seed = _pick_seed(seed, randomize_seed, settings)
-        images = _sample(pipe, progress, scheduler=scheduler, steps=steps, seed=seed, batch_size=num_images,
-                         **_checked_size(pipe, settings, height, width))
+        images = _sample(
+            pipe,
+            progress,
+            scheduler=scheduler,
+            steps=steps,
+            seed=seed,
+            batch_size=num_images,
+            **_checked_size(pipe, settings, height, width),
+        )
         return _gallery(images, f"seed {seed}"), seed
 
-    _listen(button, unconditional, [c.num_images, c.steps, c.seed, c.randomize, c.scheduler, c.height, c.width],
-            [gallery, c.seed], api_name, settings)
+    _listen(
+        button,
+        unconditional,
+        [c.num_images, c.steps, c.seed, c.randomize, c.scheduler, c.height, c.width],
+        [gallery, c.seed],
+        api_name,
+        settings,
+    )
 
 
 _TABS: dict[str, Callable] = {
@@ -734,8 +948,13 @@ def _by_mode(pipelines: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
     return by_mode
 
 
-def build_demo(pipelines: Mapping[str, Any] | Iterable[Any], settings: DemoSettings | None = None, *,
-               model_names: Mapping[str, str] | None = None, title: str = "ldm_hub: latent diffusion") -> gr.Blocks:
+def build_demo(
+    pipelines: Mapping[str, Any] | Iterable[Any],
+    settings: DemoSettings | None = None,
+    *,
+    model_names: Mapping[str, str] | None = None,
+    title: str = "ldm_hub: latent diffusion",
+) -> gr.Blocks:
     """The Gradio app: one tab per conditioning mode of ``pipelines`` (LDMPipelines, one per mode).
 
     ``model_names`` (mode → folder or Hub id) is shown in the header. The returned Blocks already has its
@@ -754,13 +973,21 @@ def build_demo(pipelines: Mapping[str, Any] | Iterable[Any], settings: DemoSetti
     by_mode = _by_mode(pipelines)
     model_names = dict(model_names or {})
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        lines = [f"# {title}",
-                 ("Latent Diffusion Models (Rombach et al., CVPR 2022, "
-                  "[arXiv 2112.10752](https://arxiv.org/abs/2112.10752)), served by ldm_hub. "
-                  "Results download as PNG.")]
+        lines = [
+            f"# {title}",
+            (
+                "Latent Diffusion Models (Rombach et al., CVPR 2022, "
+                "[arXiv 2112.10752](https://arxiv.org/abs/2112.10752)), served by ldm_hub. "
+                "Results download as PNG."
+            ),
+        ]
         if model_names:
-            lines.append("Models: " + "; ".join(f"**{MODES[m][0]}**: `{model_names[m]}`"
-                                                for m in MODES if m in by_mode and m in model_names))
+            lines.append(
+                "Models: "
+                + "; ".join(
+                    f"**{MODES[m][0]}**: `{model_names[m]}`" for m in MODES if m in by_mode and m in model_names
+                )
+            )
         gr.Markdown("\n\n".join(lines))
         with gr.Tabs():
             for mode, (tab_title, _) in MODES.items():
@@ -773,13 +1000,26 @@ def build_demo(pipelines: Mapping[str, Any] | Iterable[Any], settings: DemoSetti
     return demo
 
 
-def launch(demo: gr.Blocks, *, host: str | None = None, port: int | None = None, share: bool = False,
-           settings: DemoSettings | None = None, **kwargs):
+def launch(
+    demo: gr.Blocks,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    share: bool = False,
+    settings: DemoSettings | None = None,
+    **kwargs,
+):
     """Start the app (``prevent_thread_lock=True`` in ``kwargs`` returns at once). ``host``/``port`` default
     to gradio's (``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``, else 127.0.0.1:7860)."""
     settings = settings or getattr(demo, "ldm_settings", None) or DemoSettings()
-    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=settings.max_upload_bytes,
-                       show_error=False, **kwargs)
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=settings.max_upload_bytes,
+        show_error=False,
+        **kwargs,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -800,8 +1040,9 @@ def default_models() -> dict[str, str]:
     return found
 
 
-def load_pipelines(models: Sequence[str] | None = None, *, device: str = "cpu",
-                   dtype: torch.dtype = torch.float32) -> tuple[dict[str, Any], dict[str, str]]:
+def load_pipelines(
+    models: Sequence[str] | None = None, *, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Load each model (folder or Hub id) → ({mode: pipeline}, {mode: model name}).
 
     Without ``models`` the shipped defaults are used (see :func:`default_models`).
@@ -810,8 +1051,10 @@ def load_pipelines(models: Sequence[str] | None = None, *, device: str = "cpu",
 
     names = list(models) if models else list(default_models().values())
     if not names:
-        raise ValueError("no model to serve: pass --model DIR_OR_REPO (repeat it for one model per task); "
-                         "this install ships no default model")
+        raise ValueError(
+            "no model to serve: pass --model DIR_OR_REPO (repeat it for one model per task); "
+            "this install ships no default model"
+        )
     pipelines, model_names = {}, {}
     for name in dict.fromkeys(str(n) for n in names):
         pipe = LDMPipeline.from_pretrained(name).to(device, dtype)
@@ -826,8 +1069,9 @@ def load_pipelines(models: Sequence[str] | None = None, *, device: str = "cpu",
 
 
 def _settings_from_args(args) -> DemoSettings:
-    overrides = {f.name: getattr(args, f.name) for f in fields(DemoSettings)
-                 if getattr(args, f.name, None) is not None}
+    overrides = {
+        f.name: getattr(args, f.name) for f in fields(DemoSettings) if getattr(args, f.name, None) is not None
+    }
     return DemoSettings(**overrides)
 
 

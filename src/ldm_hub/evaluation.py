@@ -135,12 +135,14 @@ def detect_shapes(image, min_area_fraction: float = MIN_AREA_FRACTION) -> list[d
             y0, x0 = pixels.min(0)
             y1, x1 = pixels.max(0) + 1
             fill = len(pixels) / float((x1 - x0) * (y1 - y0))
-            found.append({
-                "label": f"{name} {classify_fill(fill)}",
-                "box": [x0 / width, y0 / height, x1 / width, y1 / height],
-                "fill": fill,
-                "area": len(pixels),
-            })
+            found.append(
+                {
+                    "label": f"{name} {classify_fill(fill)}",
+                    "box": [x0 / width, y0 / height, x1 / width, y1 / height],
+                    "fill": fill,
+                    "area": len(pixels),
+                }
+            )
     found.sort(key=lambda d: (d["box"][0] + d["box"][2], d["box"][1]))
     return found
 
@@ -206,8 +208,12 @@ def score_text(captions: Sequence[str], images) -> dict:
         else:
             swapped += 1
     n = len(captions)
-    return {"accuracy": right / n, "extra_object_rate": extra / n, "missing_object_rate": missing / n,
-            "wrong_label_rate": swapped / n}
+    return {
+        "accuracy": right / n,
+        "extra_object_rate": extra / n,
+        "missing_object_rate": missing / n,
+        "wrong_label_rate": swapped / n,
+    }
 
 
 def score_layout(layouts: Sequence[Sequence[dict]], images) -> dict:
@@ -229,8 +235,12 @@ def score_superres(originals, low_res, outputs) -> dict:
         bicubic.append(psnr(up, original))
         expected = [d["label"] for d in detect_shapes(original)]
         right += labels_match(expected, [d["label"] for d in detect_shapes(output)])
-    return {"psnr": float(np.mean(ours)), "bicubic_psnr": float(np.mean(bicubic)),
-            "psnr_gain_over_bicubic": float(np.mean(ours) - np.mean(bicubic)), "shape_accuracy": right / len(outputs)}
+    return {
+        "psnr": float(np.mean(ours)),
+        "bicubic_psnr": float(np.mean(bicubic)),
+        "psnr_gain_over_bicubic": float(np.mean(ours) - np.mean(bicubic)),
+        "shape_accuracy": right / len(outputs),
+    }
 
 
 def check_thresholds(task: str, metrics: dict) -> dict:
@@ -314,7 +324,7 @@ def evaluate(
     if task == "autoencoder":
         vae = load_autoencoder(model).to(device).eval()
         for b in batches:
-            outputs += reconstruct(vae, [r["image"] for r in rows[b: b + batch_size]])
+            outputs += reconstruct(vae, [r["image"] for r in rows[b : b + batch_size]])
     else:
         from .pipelines.ldm_pipeline import LDMPipeline
 
@@ -322,11 +332,13 @@ def evaluate(
         pipe.set_progress_bar_config(disable=True)
         expected = {"text": ("text",), "layout": ("layout", "semantic"), "superres": ("superres",)}[task]
         if pipe.conditioning not in expected and task not in pipe.tasks:
-            raise ValueError(f"{model} is a {pipe.conditioning!r} model; --task {task} needs a "
-                             f"{' or '.join(repr(e) for e in expected)} model")
+            raise ValueError(
+                f"{model} is a {pipe.conditioning!r} model; --task {task} needs a "
+                f"{' or '.join(repr(e) for e in expected)} model"
+            )
         guidance = {"guidance_scale": guidance_scale} if pipe.guidance_supported else {}
         for b in batches:
-            chunk = rows[b: b + batch_size]
+            chunk = rows[b : b + batch_size]
             generators = [torch.Generator(device).manual_seed(seed + b + i) for i in range(len(chunk))]
             kwargs = dict(num_inference_steps=steps, generator=generators, output_type="np")
             if task == "text":  # the caption only (a semantic-map model plans the boxes itself)
@@ -360,8 +372,12 @@ def evaluate(
         settings["steps"] = steps
     if task in ("text", "layout"):
         settings["guidance_scale"] = guidance_scale
-    result = {**settings, "metrics": metrics, "thresholds": check_thresholds(task, metrics),
-              "seconds": round(seconds, 2)}
+    result = {
+        **settings,
+        "metrics": metrics,
+        "thresholds": check_thresholds(task, metrics),
+        "seconds": round(seconds, 2),
+    }
     result["passed"] = all(t["passed"] for t in result["thresholds"].values())
     return result
 

@@ -187,8 +187,9 @@ def usage_snippet(pipe: LDMPipeline, repo_id: str) -> str:
     if mode == "text":
         call = f'"a red circle and a blue square", guidance_scale=3.0, {call}'
     elif mode == "superres":
-        setup = (f'low_res = PIL.Image.radial_gradient("L").convert("RGB").resize(({latent}, {latent}))'
-                 "  # any RGB image\n")
+        setup = (
+            f'low_res = PIL.Image.radial_gradient("L").convert("RGB").resize(({latent}, {latent}))  # any RGB image\n'
+        )
         call = f"image=low_res, {call}"
     elif mode == "layout":
         call = f'layout=[{{"label": 0, "box": [0.1, 0.2, 0.5, 0.6]}}], {call}'
@@ -198,10 +199,12 @@ def usage_snippet(pipe: LDMPipeline, repo_id: str) -> str:
         setup = f'segmentation = PIL.Image.new("L", ({pixels}, {pixels}), 0)  # an index map of class ids\n'
         call = f"segmentation=segmentation, {call}"
     elif mode == "inpaint":
-        setup = (f'image = PIL.Image.radial_gradient("L").convert("RGB").resize(({pixels}, {pixels}))\n'
-                 f'mask = PIL.Image.new("L", ({pixels}, {pixels}), 0)\n'
-                 f"mask.paste(255, ({pixels // 4}, {pixels // 4}, {3 * pixels // 4}, {3 * pixels // 4}))"
-                 "  # white = fill\n")
+        setup = (
+            f'image = PIL.Image.radial_gradient("L").convert("RGB").resize(({pixels}, {pixels}))\n'
+            f'mask = PIL.Image.new("L", ({pixels}, {pixels}), 0)\n'
+            f"mask.paste(255, ({pixels // 4}, {pixels // 4}, {3 * pixels // 4}, {3 * pixels // 4}))"
+            "  # white = fill\n"
+        )
         call = f"image=image, mask_image=mask, {call}"
     imports = "import PIL.Image\n" if "PIL." in setup else ""
     return (
@@ -238,18 +241,25 @@ def model_card(pipe: LDMPipeline, repo_id: str, *, license: str = "apache-2.0") 
         datasets=hub_datasets or None,  # Hub dataset ids only ("shapes:1000" is a local recipe: body only)
     )
     name = repo_id.split("/")[-1]
-    parts = [(label, component) for label, component in (
-        ("ε_θ (UNet)", pipe.unet), ("E, D (autoencoder)", pipe.vae),
-        ("τ_θ (condition encoder)", getattr(pipe, "cond_encoder", None)),
-    ) if isinstance(component, torch.nn.Module)]
+    parts = [
+        (label, component)
+        for label, component in (
+            ("ε_θ (UNet)", pipe.unet),
+            ("E, D (autoencoder)", pipe.vae),
+            ("τ_θ (condition encoder)", getattr(pipe, "cond_encoder", None)),
+        )
+        if isinstance(component, torch.nn.Module)
+    ]
     lines = [
         f"# {name}",
         "",
-        (f"A latent diffusion model ([Rombach et al., CVPR 2022](https://arxiv.org/abs/2112.10752)) for "
-         f"**{mode}** generation, made with [ldm_hub](https://pypi.org/project/ldm_hub/): an autoencoder "
-         f"({type(pipe.vae).__name__}, f = {pipe.vae_scale_factor}) compresses images to a "
-         f"{pipe.latent_channels}-channel latent space in which a UNet ({type(pipe.unet).__name__}) denoises; "
-         f"sampling uses {type(pipe.scheduler).__name__}."),
+        (
+            f"A latent diffusion model ([Rombach et al., CVPR 2022](https://arxiv.org/abs/2112.10752)) for "
+            f"**{mode}** generation, made with [ldm_hub](https://pypi.org/project/ldm_hub/): an autoencoder "
+            f"({type(pipe.vae).__name__}, f = {pipe.vae_scale_factor}) compresses images to a "
+            f"{pipe.latent_channels}-channel latent space in which a UNet ({type(pipe.unet).__name__}) denoises; "
+            f"sampling uses {type(pipe.scheduler).__name__}."
+        ),
         "",
         "| component | class | parameters |",
         "|---|---|---|",
@@ -314,6 +324,7 @@ def push_pipeline(
     LFS objects the repo already holds are not uploaded again, and unchanged files are left out of the commit.
     Returns huggingface_hub's ``CommitInfo`` (``.oid`` is the new commit's sha, ``.pr_url`` the PR's).
     """
+
     def write(folder: str) -> None:
         pipe.save_pretrained(folder, safe_serialization=safe_serialization, variant=variant)
 
@@ -342,11 +353,16 @@ def push_component(
 
     ``variant="fp16"`` / ``"bf16"`` writes weights in that dtype under the variant's file name.
     """
+
     def write(folder: str) -> None:
         kwargs = {}
         if isinstance(component, torch.nn.Module):
             kwargs = {"safe_serialization": safe_serialization, "variant": variant}
-        with cast_for_variant(component, variant) if isinstance(component, torch.nn.Module) else contextlib.nullcontext():
+        with (
+            cast_for_variant(component, variant)
+            if isinstance(component, torch.nn.Module)
+            else contextlib.nullcontext()
+        ):
             component.save_pretrained(folder, **kwargs)
 
     return _push_folder(
@@ -361,15 +377,28 @@ def component_card(component, repo_id: str, *, license: str = "apache-2.0") -> M
     from huggingface_hub import ModelCard, ModelCardData
 
     cls = type(component).__name__
-    data = ModelCardData(library_name=LIBRARY_NAME, license=license,
-                         tags=["diffusers", "latent-diffusion", LIBRARY_NAME, cls])
-    lines = [f"# {repo_id.split('/')[-1]}", "",
-             f"An ldm_hub `{cls}`: a component of a latent diffusion model "
-             "([Rombach et al., CVPR 2022](https://arxiv.org/abs/2112.10752)).", ""]
+    data = ModelCardData(
+        library_name=LIBRARY_NAME, license=license, tags=["diffusers", "latent-diffusion", LIBRARY_NAME, cls]
+    )
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"An ldm_hub `{cls}`: a component of a latent diffusion model "
+        "([Rombach et al., CVPR 2022](https://arxiv.org/abs/2112.10752)).",
+        "",
+    ]
     if isinstance(component, torch.nn.Module):
         lines += [f"Parameters: {sum(p.numel() for p in component.parameters()):,}.", ""]
-    lines += ["## Usage", "", "```python", f"from ldm_hub import {cls}", "",
-              f'component = {cls}.from_pretrained("{repo_id}")', "```", ""]
+    lines += [
+        "## Usage",
+        "",
+        "```python",
+        f"from ldm_hub import {cls}",
+        "",
+        f'component = {cls}.from_pretrained("{repo_id}")',
+        "```",
+        "",
+    ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
 
 
@@ -392,8 +421,14 @@ def _push_folder(repo_id, write, card, *, commit_message, commit_description, pr
             )  # fmt: skip
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
-        reason = (": the Hub refused the token (401, invalid or missing credentials); check HF_TOKEN, the token "
-                  "argument or `hf auth login`") if status == 401 else ""
+        reason = (
+            (
+                ": the Hub refused the token (401, invalid or missing credentials); check HF_TOKEN, the token "
+                "argument or `hf auth login`"
+            )
+            if status == 401
+            else ""
+        )
         e.append_to_message(f"\nldm_hub: pushing to Hub repo {repo_id!r} failed{reason}")
         raise
 
@@ -412,14 +447,17 @@ def describe_hub_error(error: Exception, repo_id: str, revision: str | None) -> 
     if isinstance(error, RevisionNotFoundError):
         return f"revision {revision or 'main'!r} not found in Hub repo {repo_id!r} (no such branch, tag or commit)"
     if isinstance(error, RepositoryNotFoundError):
-        return (f"Hub repo {repo_id!r} not found (it does not exist, or it is private and your token "
-                "cannot see it)")
+        return f"Hub repo {repo_id!r} not found (it does not exist, or it is private and your token cannot see it)"
     if isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError):
         return f"file missing from Hub repo {repo_id!r}{at}: {error}"
     if isinstance(error, LocalEntryNotFoundError):
-        return (f"Hub repo {repo_id!r}{at} is not in the local cache and downloading is switched off "
-                "(HF_HUB_OFFLINE=1 or local_files_only=True), or the Hub could not be reached")
+        return (
+            f"Hub repo {repo_id!r}{at} is not in the local cache and downloading is switched off "
+            "(HF_HUB_OFFLINE=1 or local_files_only=True), or the Hub could not be reached"
+        )
     if isinstance(error, HfHubHTTPError) and error.response is not None and error.response.status_code == 401:
-        return (f"the Hub refused the token for {repo_id!r} (401 Unauthorized: invalid credentials); "
-                "check HF_TOKEN or `hf auth login`")
+        return (
+            f"the Hub refused the token for {repo_id!r} (401 Unauthorized: invalid credentials); "
+            "check HF_TOKEN or `hf auth login`"
+        )
     return f"could not fetch Hub repo {repo_id!r}{at}: {type(error).__name__}: {error}"

@@ -12,84 +12,208 @@ from typing import Any
 
 import torch
 
-_TEXT2IM_SCHEDULER = ("DDIMScheduler", dict(
-    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-    set_alpha_to_one=False, steps_offset=1,
-))
-_VQ_SCHEDULER_SR = ("DDIMScheduler", dict(
-    beta_start=0.0015, beta_end=0.0155, beta_schedule="scaled_linear", clip_sample=False,
-    set_alpha_to_one=False, steps_offset=1,
-))
-_VQ_SCHEDULER_UNCOND = ("DDIMScheduler", dict(
-    beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear", clip_sample=False,
-    set_alpha_to_one=False, steps_offset=1,
-))
+_TEXT2IM_SCHEDULER = (
+    "DDIMScheduler",
+    dict(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    ),
+)
+_VQ_SCHEDULER_SR = (
+    "DDIMScheduler",
+    dict(
+        beta_start=0.0015,
+        beta_end=0.0155,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    ),
+)
+_VQ_SCHEDULER_UNCOND = (
+    "DDIMScheduler",
+    dict(
+        beta_start=0.0015,
+        beta_end=0.0195,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    ),
+)
 
 PRESETS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     # CompVis/ldm-text2im-large-256: KL-f8, 32x32x4 latents, LDMBert 1280x32, 872M-parameter UNet.
     "text2im-large-256": {
-        "unet": ("LDMUNet", dict(
-            in_channels=4, out_channels=4, sample_size=32, block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2, attention_levels=(True, True, True, False), num_attention_heads=8,
-            cross_attention_dim=1280,
-        )),
-        "vae": ("AutoencoderKL", dict(block_out_channels=(128, 256, 512, 512), latent_channels=4,
-                                      scaling_factor=0.18215, sample_size=256)),
-        "cond_encoder": ("LDMBertModel", dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=8,
-                                              attention_head_dim=64, intermediate_size=5120)),
+        "unet": (
+            "LDMUNet",
+            dict(
+                in_channels=4,
+                out_channels=4,
+                sample_size=32,
+                block_out_channels=(320, 640, 1280, 1280),
+                layers_per_block=2,
+                attention_levels=(True, True, True, False),
+                num_attention_heads=8,
+                cross_attention_dim=1280,
+            ),
+        ),
+        "vae": (
+            "AutoencoderKL",
+            dict(block_out_channels=(128, 256, 512, 512), latent_channels=4, scaling_factor=0.18215, sample_size=256),
+        ),
+        "cond_encoder": (
+            "LDMBertModel",
+            dict(
+                hidden_size=1280,
+                num_hidden_layers=32,
+                num_attention_heads=8,
+                attention_head_dim=64,
+                intermediate_size=5120,
+            ),
+        ),
         "scheduler": _TEXT2IM_SCHEDULER,
     },
     "text2im-tiny": {
-        "unet": ("LDMUNet", dict(
-            in_channels=4, out_channels=4, sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-            attention_levels=(True, True), num_attention_heads=2, cross_attention_dim=32, norm_num_groups=8,
-        )),
-        "vae": ("AutoencoderKL", dict(block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=4,
-                                      norm_num_groups=8, scaling_factor=1.0, sample_size=32)),
-        "cond_encoder": ("LDMBertModel", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                              attention_head_dim=16, intermediate_size=64)),
+        "unet": (
+            "LDMUNet",
+            dict(
+                in_channels=4,
+                out_channels=4,
+                sample_size=8,
+                block_out_channels=(32, 64),
+                layers_per_block=1,
+                attention_levels=(True, True),
+                num_attention_heads=2,
+                cross_attention_dim=32,
+                norm_num_groups=8,
+            ),
+        ),
+        "vae": (
+            "AutoencoderKL",
+            dict(
+                block_out_channels=(32, 64, 64),
+                layers_per_block=1,
+                latent_channels=4,
+                norm_num_groups=8,
+                scaling_factor=1.0,
+                sample_size=32,
+            ),
+        ),
+        "cond_encoder": (
+            "LDMBertModel",
+            dict(
+                hidden_size=32, num_hidden_layers=2, num_attention_heads=2, attention_head_dim=16, intermediate_size=64
+            ),
+        ),
         "scheduler": _TEXT2IM_SCHEDULER,
     },
     # CompVis/ldm-super-resolution-4x-openimages: VQ-f4, low-res image concatenated with z_t (6 channels).
     "superres-4x-openimages": {
-        "unet": ("LDMUNet", dict(
-            in_channels=6, out_channels=3, sample_size=64, block_out_channels=(160, 320, 320, 640),
-            layers_per_block=2, attention_levels=(False, False, False, True), num_attention_heads=None,
-            attention_head_dim=32, attention_norm_eps=1e-5,
-        )),
-        "vae": ("VQModel", dict(block_out_channels=(128, 256, 512), latent_channels=3, num_vq_embeddings=8192,
-                                scaling_factor=1.0)),
+        "unet": (
+            "LDMUNet",
+            dict(
+                in_channels=6,
+                out_channels=3,
+                sample_size=64,
+                block_out_channels=(160, 320, 320, 640),
+                layers_per_block=2,
+                attention_levels=(False, False, False, True),
+                num_attention_heads=None,
+                attention_head_dim=32,
+                attention_norm_eps=1e-5,
+            ),
+        ),
+        "vae": (
+            "VQModel",
+            dict(block_out_channels=(128, 256, 512), latent_channels=3, num_vq_embeddings=8192, scaling_factor=1.0),
+        ),
         "scheduler": _VQ_SCHEDULER_SR,
     },
     "superres-tiny": {
-        "unet": ("LDMUNet", dict(
-            in_channels=6, out_channels=3, sample_size=16, block_out_channels=(32, 64), layers_per_block=1,
-            attention_levels=(False, True), num_attention_heads=None, attention_head_dim=16, norm_num_groups=8,
-            attention_norm_eps=1e-5,
-        )),
-        "vae": ("VQModel", dict(block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=3,
-                                num_vq_embeddings=256, norm_num_groups=8, scaling_factor=1.0, sample_size=64)),
+        "unet": (
+            "LDMUNet",
+            dict(
+                in_channels=6,
+                out_channels=3,
+                sample_size=16,
+                block_out_channels=(32, 64),
+                layers_per_block=1,
+                attention_levels=(False, True),
+                num_attention_heads=None,
+                attention_head_dim=16,
+                norm_num_groups=8,
+                attention_norm_eps=1e-5,
+            ),
+        ),
+        "vae": (
+            "VQModel",
+            dict(
+                block_out_channels=(32, 64, 64),
+                layers_per_block=1,
+                latent_channels=3,
+                num_vq_embeddings=256,
+                norm_num_groups=8,
+                scaling_factor=1.0,
+                sample_size=64,
+            ),
+        ),
         "scheduler": _VQ_SCHEDULER_SR,
     },
     # CompVis/ldm-celebahq-256: VQ-f4, unconditional.
     "celebahq-256": {
-        "unet": ("LDMUNet", dict(
-            in_channels=3, out_channels=3, sample_size=64, block_out_channels=(224, 448, 672, 896),
-            layers_per_block=2, attention_levels=(False, True, True, True), num_attention_heads=None,
-            attention_head_dim=32, attention_norm_eps=1e-5,
-        )),
-        "vae": ("VQModel", dict(block_out_channels=(128, 256, 512), latent_channels=3, num_vq_embeddings=8192,
-                                scaling_factor=1.0)),
+        "unet": (
+            "LDMUNet",
+            dict(
+                in_channels=3,
+                out_channels=3,
+                sample_size=64,
+                block_out_channels=(224, 448, 672, 896),
+                layers_per_block=2,
+                attention_levels=(False, True, True, True),
+                num_attention_heads=None,
+                attention_head_dim=32,
+                attention_norm_eps=1e-5,
+            ),
+        ),
+        "vae": (
+            "VQModel",
+            dict(block_out_channels=(128, 256, 512), latent_channels=3, num_vq_embeddings=8192, scaling_factor=1.0),
+        ),
         "scheduler": _VQ_SCHEDULER_UNCOND,
     },
     "unconditional-tiny": {
-        "unet": ("LDMUNet", dict(
-            in_channels=3, out_channels=3, sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-            attention_levels=(False, True), num_attention_heads=None, attention_head_dim=16, norm_num_groups=8,
-            attention_norm_eps=1e-5,
-        )),
-        "vae": ("VQModel", dict(block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=3,
-                                num_vq_embeddings=256, norm_num_groups=8, scaling_factor=1.0, sample_size=32)),
+        "unet": (
+            "LDMUNet",
+            dict(
+                in_channels=3,
+                out_channels=3,
+                sample_size=8,
+                block_out_channels=(32, 64),
+                layers_per_block=1,
+                attention_levels=(False, True),
+                num_attention_heads=None,
+                attention_head_dim=16,
+                norm_num_groups=8,
+                attention_norm_eps=1e-5,
+            ),
+        ),
+        "vae": (
+            "VQModel",
+            dict(
+                block_out_channels=(32, 64, 64),
+                layers_per_block=1,
+                latent_channels=3,
+                num_vq_embeddings=256,
+                norm_num_groups=8,
+                scaling_factor=1.0,
+                sample_size=32,
+            ),
+        ),
         "scheduler": _VQ_SCHEDULER_UNCOND,
     },
 }

@@ -51,9 +51,9 @@ class TileGrid:
         ]
         total = torch.zeros(height * scale, width * scale, dtype=torch.float64)
         for ((r0, rs), (c0, cs)), w in zip(self.boxes, weights):
-            total[r0 * scale:(r0 + rs) * scale, c0 * scale:(c0 + cs) * scale] += w
+            total[r0 * scale : (r0 + rs) * scale, c0 * scale : (c0 + cs) * scale] += w
         self.weights = [
-            (w / total[r0 * scale:(r0 + rs) * scale, c0 * scale:(c0 + cs) * scale]).to(device=device, dtype=dtype)
+            (w / total[r0 * scale : (r0 + rs) * scale, c0 * scale : (c0 + cs) * scale]).to(device=device, dtype=dtype)
             for ((r0, rs), (c0, cs)), w in zip(self.boxes, weights)
         ]  # each (T_h·scale, T_w·scale)
 
@@ -63,11 +63,11 @@ class TileGrid:
         batch, s = x.shape[0], self.scale
         out = None
         for first in range(0, len(self.boxes), batch_size):
-            boxes = self.boxes[first:first + batch_size]
-            tiles = torch.cat([x[:, :, r0:r0 + rs, c0:c0 + cs] for (r0, rs), (c0, cs) in boxes])  # (k·B, C, T, T)
+            boxes = self.boxes[first : first + batch_size]
+            tiles = torch.cat([x[:, :, r0 : r0 + rs, c0 : c0 + cs] for (r0, rs), (c0, cs) in boxes])  # (k·B, C, T, T)
             y = fn(tiles)  # (k·B, C', T·s, T·s)
             if out is None:
                 out = y.new_zeros(batch, y.shape[1], self.size[0] * s, self.size[1] * s)
             for ((r0, rs), (c0, cs)), w, part in zip(boxes, self.weights[first:], y.split(batch)):
-                out[:, :, r0 * s:(r0 + rs) * s, c0 * s:(c0 + cs) * s] += w.to(part.dtype) * part
+                out[:, :, r0 * s : (r0 + rs) * s, c0 * s : (c0 + cs) * s] += w.to(part.dtype) * part
         return out

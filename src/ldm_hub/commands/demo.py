@@ -10,9 +10,13 @@ def add_arguments(parser) -> None:
     """The demo's options; shared by ``ldm-hub demo`` and ``python demo/app.py``."""
     from .generate import DTYPES
 
-    parser.add_argument("--model", action="append", metavar="DIR_OR_REPO",
-                        help="model folder or Hub repo id; repeat it for one model per task "
-                             "(default: the models shipped with ldm_hub)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="DIR_OR_REPO",
+        help="model folder or Hub repo id; repeat it for one model per task "
+        "(default: the models shipped with ldm_hub)",
+    )
     parser.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--host", help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
@@ -23,8 +27,12 @@ def add_arguments(parser) -> None:
     limits.add_argument("--max-images", type=int, dest="max_images", help="most images per request (default 4)")
     limits.add_argument("--max-side", type=int, dest="max_side", help="largest output side in pixels (default 1024)")
     limits.add_argument("--max-upload-mb", type=float, dest="max_upload_mb", help="largest upload (default 10 MB)")
-    limits.add_argument("--concurrency-limit", type=int, dest="concurrency_limit",
-                        help="sampling jobs run at once; the others wait in the queue (default 1)")
+    limits.add_argument(
+        "--concurrency-limit",
+        type=int,
+        dest="concurrency_limit",
+        help="sampling jobs run at once; the others wait in the queue (default 1)",
+    )
 
 
 def add_parser(sub) -> None:

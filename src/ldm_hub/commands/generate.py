@@ -21,27 +21,48 @@ SCHEDULERS = {
     "dpm++": "DPMSolverMultistepScheduler",
 }
 
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-          "bfloat16": "bfloat16", "bf16": "bfloat16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
 
 
 def add_parser(sub) -> None:
     gen = sub.add_parser("generate", help="sample images from a model folder or Hub repo")
-    gen.add_argument("--model", help="model folder or Hub repo id (default: the model shipped in the package for "
-                     "the task: super-resolution with --image, else text + layout)")
+    gen.add_argument(
+        "--model",
+        help="model folder or Hub repo id (default: the model shipped in the package for "
+        "the task: super-resolution with --image, else text + layout)",
+    )
     gen.add_argument("--prompt", help="text prompt (text-to-image models)")
     gen.add_argument("--negative-prompt", help="text used instead of '' for classifier-free guidance")
-    gen.add_argument("--image", help="low-resolution input image (super-resolution models), or the image to "
-                     "inpaint (with --mask)")
+    gen.add_argument(
+        "--image", help="low-resolution input image (super-resolution models), or the image to inpaint (with --mask)"
+    )
     gen.add_argument("--mask", help="inpainting mask PNG, the size of --image: white = area to fill")
-    gen.add_argument("--layout", help="layout-to-image: a JSON file or inline JSON, "
-                     '[{"label": "red circle" or a category id, "box": [x0, y0, x1, y1]}, ...] with corners in '
-                     "[0, 1] and the origin top left (or a list of such layouts, one per image)")
-    gen.add_argument("--class-label", action="append", metavar="ID[,ID...]",
-                     help="class-conditional models: class id(s); repeat the flag or give a comma list")
+    gen.add_argument(
+        "--layout",
+        help="layout-to-image: a JSON file or inline JSON, "
+        '[{"label": "red circle" or a category id, "box": [x0, y0, x1, y1]}, ...] with corners in '
+        "[0, 1] and the origin top left (or a list of such layouts, one per image)",
+    )
+    gen.add_argument(
+        "--class-label",
+        action="append",
+        metavar="ID[,ID...]",
+        help="class-conditional models: class id(s); repeat the flag or give a comma list",
+    )
     gen.add_argument("--segmentation", help="semantic synthesis: an index PNG (mode L or P, one class id per pixel)")
-    gen.add_argument("--tile-size", type=int, help="sample super-resolution / semantic outputs in overlapping tiles "
-                     "of this many pixels (bounded memory for large images)")
+    gen.add_argument(
+        "--tile-size",
+        type=int,
+        help="sample super-resolution / semantic outputs in overlapping tiles "
+        "of this many pixels (bounded memory for large images)",
+    )
     gen.add_argument("--tile-overlap", type=int, help="overlap of the tiles in pixels (default a quarter tile)")
     gen.add_argument("--steps", type=int, default=50, help="number of sampling steps (default 50)")
     gen.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
@@ -53,8 +74,9 @@ def add_parser(sub) -> None:
     gen.add_argument("--width", type=int, help="output width in pixels")
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     gen.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype (default float32)")
-    gen.add_argument("--output", default="out.png",
-                     help="output PNG file, or a folder (one PNG per image); default out.png")
+    gen.add_argument(
+        "--output", default="out.png", help="output PNG file, or a folder (one PNG per image); default out.png"
+    )
 
 
 def _output_paths(output: str, count: int) -> list[Path]:
@@ -97,7 +119,7 @@ def parse_layout(value: str):
     if isinstance(layout, dict):  # one object alone
         layout = [layout]
     if not isinstance(layout, list):
-        raise ValueError(f"{source} must be a JSON list of objects {{\"label\": ..., \"box\": [x0, y0, x1, y1]}}")
+        raise ValueError(f'{source} must be a JSON list of objects {{"label": ..., "box": [x0, y0, x1, y1]}}')
     return layout
 
 

@@ -13,11 +13,16 @@ ldm_hub turns a multi-process launch into CPU processes itself.)
 from __future__ import annotations
 
 TRAINERS = {
-    "autoencoder": ("AutoencoderTrainingConfig", "train_autoencoder",
-                    "the autoencoder E, D: L1 + perceptual + PatchGAN losses, KL or VQ regulariser"),
-    "ldm": ("LDMTrainingConfig", "train_ldm",
-            ("a latent diffusion model on a frozen autoencoder: text, layout, semantic, superres or "
-             "unconditional")),
+    "autoencoder": (
+        "AutoencoderTrainingConfig",
+        "train_autoencoder",
+        "the autoencoder E, D: L1 + perceptual + PatchGAN losses, KL or VQ regulariser",
+    ),
+    "ldm": (
+        "LDMTrainingConfig",
+        "train_ldm",
+        ("a latent diffusion model on a frozen autoencoder: text, layout, semantic, superres or unconditional"),
+    ),
 }
 
 
@@ -26,15 +31,18 @@ def add_parser(sub) -> None:
 
     from ..training import config as training_config
 
-    train = sub.add_parser("train", help="train an autoencoder or a latent diffusion model (accelerate)",
-                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train = sub.add_parser(
+        "train",
+        help="train an autoencoder or a latent diffusion model (accelerate)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     kinds = train.add_subparsers(dest="what", metavar="{autoencoder,ldm}")
     kinds.required = True
     for name, (config_class, _, help_text) in TRAINERS.items():
         parser = kinds.add_parser(name, help=help_text, description=help_text)
         training_config.add_config_arguments(parser, getattr(training_config, config_class))
-        parser.add_argument("--print-config", action="store_true",
-                            help="print the resolved settings as JSON and exit")
+        parser.add_argument("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
 
 
 def run(args) -> int:

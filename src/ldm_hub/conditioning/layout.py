@@ -241,7 +241,7 @@ class LayoutTokenizer(HubMixin, ConfigComponent, ConfigMixin):
                 raise ValueError(f"a token row has {len(row)} ids, this tokenizer makes {self.sequence_length}")
             layout = []
             for j in range(self.config.max_objects):
-                category, top_left, bottom_right = row[TOKENS_PER_OBJECT * j: TOKENS_PER_OBJECT * (j + 1)]
+                category, top_left, bottom_right = row[TOKENS_PER_OBJECT * j : TOKENS_PER_OBJECT * (j + 1)]
                 if category == self.pad_token_id:
                     continue
                 label = category
@@ -253,8 +253,10 @@ class LayoutTokenizer(HubMixin, ConfigComponent, ConfigMixin):
 
     def __repr__(self) -> str:
         names = "ids only" if self._categories is None else f"{len(self._categories)} categories"
-        return (f"{type(self).__name__}(vocab_size={self.config.vocab_size}, max_objects={self.config.max_objects}, "
-                f"{names}, sequence_length={self.sequence_length})")
+        return (
+            f"{type(self).__name__}(vocab_size={self.config.vocab_size}, max_objects={self.config.max_objects}, "
+            f"{names}, sequence_length={self.sequence_length})"
+        )
 
 
 register_with_diffusers(LayoutTokenizer)

@@ -65,14 +65,17 @@ def layout_to_segmentation(layout, size: tuple[int, int], categories: Sequence[s
         if isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(categories):
             label = categories[int(label)]
         if label not in index:
-            raise ValueError(f"object {k} label {label!r} is not one of the {len(categories)} categories, "
-                             f"e.g. {list(categories)[:4]}")
+            raise ValueError(
+                f"object {k} label {label!r} is not one of the {len(categories)} categories, "
+                f"e.g. {list(categories)[:4]}"
+            )
         box = [float(v) for v in obj["box"]]
         if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
-            raise ValueError(f"object {k} box {obj['box']!r} must be [x0, y0, x1, y1] in [0, 1] with "
-                             "x0 <= x1 and y0 <= y1")
+            raise ValueError(
+                f"object {k} box {obj['box']!r} must be [x0, y0, x1, y1] in [0, 1] with x0 <= x1 and y0 <= y1"
+            )
         x0, y0, x1, y1 = box
-        canvas[round(y0 * height): round(y1 * height), round(x0 * width): round(x1 * width)] = index[label]
+        canvas[round(y0 * height) : round(y1 * height), round(x0 * width) : round(x1 * width)] = index[label]
     return PIL.Image.fromarray(canvas, mode="L")
 
 
@@ -125,11 +128,12 @@ class LayoutPlanner(HubMixin, ConfigComponent, ConfigMixin):
         self._lookup = {label.lower(): label for label in labels}
 
     @classmethod
-    def fit(cls, layouts: Iterable[Sequence[dict]], labels: Sequence[str]) -> "LayoutPlanner":
+    def fit(cls, layouts: Iterable[Sequence[dict]], labels: Sequence[str]) -> LayoutPlanner:
         """The prior of a set of training layouts: side, aspect and gap ranges and the most objects seen.
 
         Example:
-            >>> p = LayoutPlanner.fit([[{"label": "a", "box": [0, 0, 0.2, 0.2]}, {"label": "a", "box": [0.5, 0, 0.9, 0.4]}]], ["a"])
+            >>> boxes = [{"label": "a", "box": [0, 0, 0.2, 0.2]}, {"label": "a", "box": [0.5, 0, 0.9, 0.4]}]
+            >>> p = LayoutPlanner.fit([boxes], ["a"])
             >>> p.config.min_side, p.config.max_side, p.config.min_gap, p.config.max_objects
             (0.2, 0.4, 0.3, 2)
         """
@@ -142,14 +146,18 @@ class LayoutPlanner(HubMixin, ConfigComponent, ConfigMixin):
                     sides.append(x1 - x0)
                     aspects.append((y1 - y0) / (x1 - x0))
             for i, a in enumerate(boxes):
-                for b in boxes[i + 1:]:
+                for b in boxes[i + 1 :]:
                     gaps.append(max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3]))
         if not sides:
             raise ValueError("no boxes with a positive area to fit a layout prior on")
         return cls(
-            labels=list(labels), min_side=round(min(sides), 6), max_side=round(max(sides), 6),
-            min_aspect=round(min(aspects), 6), max_aspect=round(max(aspects), 6),
-            min_gap=round(max(0.0, min(gaps)), 6) if gaps else 0.0, max_objects=most,
+            labels=list(labels),
+            min_side=round(min(sides), 6),
+            max_side=round(max(sides), 6),
+            min_aspect=round(min(aspects), 6),
+            max_aspect=round(max(aspects), 6),
+            min_gap=round(max(0.0, min(gaps)), 6) if gaps else 0.0,
+            max_objects=most,
         )
 
     @property
@@ -167,8 +175,10 @@ class LayoutPlanner(HubMixin, ConfigComponent, ConfigMixin):
                 f"e.g. 'a {self.labels[0]} and a {self.labels[-1]}'"
             )
         if len(found) > self.config.max_objects:
-            raise ValueError(f"the caption {caption!r} names {len(found)} objects; this model was trained on at "
-                             f"most {self.config.max_objects}")
+            raise ValueError(
+                f"the caption {caption!r} names {len(found)} objects; this model was trained on at "
+                f"most {self.config.max_objects}"
+            )
         return found
 
     def _sample_boxes(self, rng: np.random.Generator, count: int) -> list[list[float]]:

@@ -65,7 +65,7 @@ class SemanticMapEncoder(HubMixin, ModelMixin, ConfigMixin):
     @property
     def scale(self) -> float:
         """Overall spatial scale m^n of the output relative to the input (0.25 for the released models)."""
-        return self.config.multiplier ** self.config.n_stages
+        return self.config.multiplier**self.config.n_stages
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """The spatial size the encoder gives for an H×W map (floor after every stage, as F.interpolate)."""
@@ -164,8 +164,7 @@ class SemanticMapEncoder(HubMixin, ModelMixin, ConfigMixin):
                 )
             if segmentation.shape[1] != num_classes:
                 raise ValueError(
-                    f"one-hot `segmentation` has {segmentation.shape[1]} class channels, the model takes "
-                    f"{num_classes}"
+                    f"one-hot `segmentation` has {segmentation.shape[1]} class channels, the model takes {num_classes}"
                 )
             return segmentation
         if segmentation.dtype == torch.bool or segmentation.ndim not in (2, 3):

@@ -33,9 +33,7 @@ def convert_state_dict(
     out: dict[str, torch.Tensor] = {}
     unknown = [k for k in source if k not in key_map and not (ignore and ignore(k))]
     if unknown:
-        raise ConversionError(
-            f"{source_name}: {len(unknown)} unexpected key(s) with no mapping, first: {unknown[:5]}"
-        )
+        raise ConversionError(f"{source_name}: {len(unknown)} unexpected key(s) with no mapping, first: {unknown[:5]}")
     for src_key, dst_key in key_map.items():
         if src_key not in source:
             raise ConversionError(f"{source_name}: missing key {src_key!r} (needed for {dst_key!r})")

@@ -411,7 +411,9 @@ def scheduler_from_original(ldm_params: Mapping, state_dict: Mapping[str, torch.
         named = BETA_SCHEDULES.get(p["beta_schedule"])
     betas = state_dict.get("betas")
     if betas is not None and tuple(betas.shape) != (T,):
-        raise ConversionError(f"checkpoint key 'betas' has shape {tuple(betas.shape)}, but the YAML's timesteps is {T}")
+        raise ConversionError(
+            f"checkpoint key 'betas' has shape {tuple(betas.shape)}, but the YAML's timesteps is {T}"
+        )
     schedule = dict(num_train_timesteps=T, beta_start=float(p["linear_start"]), beta_end=float(p["linear_end"]))
     if named is not None:
         expected = make_betas(T, schedule["beta_start"], schedule["beta_end"], named)
@@ -631,7 +633,7 @@ def ema_key(key: str) -> str:
     """The ``model_ema`` name of a UNet key: ``model.diffusion_model.a.b`` → ``model_ema.diffusion_modelab``
     (LitEma strips the dots; a fused-part suffix ``:q`` is kept)."""
     key, _, part = key.partition(":")
-    name = EMA_PREFIX + key[len("model."):].replace(".", "")
+    name = EMA_PREFIX + key[len("model.") :].replace(".", "")
     return f"{name}:{part}" if part else name
 
 
@@ -650,9 +652,7 @@ def _convert_unet_weights(
     source_dict = split_fused_qkv(
         source_dict, key_map, model, new_order=bool(unet_params.get("use_new_attention_order", False))
     )
-    return convert_state_dict(
-        source_dict, key_map, model, source_name=f"{source}: {what}", transforms=transforms
-    )
+    return convert_state_dict(source_dict, key_map, model, source_name=f"{source}: {what}", transforms=transforms)
 
 
 def convert_unet(
@@ -727,8 +727,8 @@ def _check_first_stage_alias(vae: AutoencoderKL | VQModel, state_dict: Mapping, 
     cond = {k: v for k, v in state_dict.items() if k.startswith(COND_STAGE_PREFIX)}
     if cond:
         key_map = autoencoder_key_map(vae, COND_STAGE_PREFIX)
-        convert_state_dict(cond, key_map, vae, source_name=f"{source}: cond_stage_model.* (an alias of the first stage)",
-                           transforms=_linear_transforms(key_map, vae))  # fmt: skip
+        source_name = f"{source}: cond_stage_model.* (an alias of the first stage)"
+        convert_state_dict(cond, key_map, vae, source_name=source_name, transforms=_linear_transforms(key_map, vae))
 
 
 def convert_ldm(
@@ -775,7 +775,7 @@ def convert_ldm(
     scheduler = scheduler_from_original(params, state_dict)
 
     cond_config = params["cond_stage_config"]
-    cond_state = {k[len(COND_STAGE_PREFIX):]: v for k, v in state_dict.items() if k.startswith(COND_STAGE_PREFIX)}
+    cond_state = {k[len(COND_STAGE_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(COND_STAGE_PREFIX)}
     if cond_config == FIRST_STAGE:
         _check_first_stage_alias(vae, state_dict, source)
         cond_state = {}

@@ -10,10 +10,10 @@ The table::
 
     CompVis ``target``                        → cond_encoder, tokenizer
     ``BERTEmbedder`` (use_tokenizer: true)    → ``LDMBertModel``, ``transformers.BertTokenizer`` (bert-base-uncased)
-    ``BERTEmbedder`` (use_tokenizer: false)   → ``LDMBertModel`` over box tokens, ``LayoutTokenizer`` (category ids only)
+    ``BERTEmbedder`` (use_tokenizer: false)   → ``LDMBertModel`` over box tokens, ``LayoutTokenizer`` (category ids)
     ``ClassEmbedder``                         → ``ClassEmbedder``, None
     ``SpatialRescaler``                       → ``SemanticMapEncoder``, None
-    ``torch.nn.Identity`` (super-resolution), ``__is_unconditional__``, ``__is_first_stage__`` (inpainting) → None, None
+    ``torch.nn.Identity`` (super-res.), ``__is_unconditional__``, ``__is_first_stage__`` (inpainting) → None, None
 
 ``BERTEmbedder`` is an x-transformers ``TransformerWrapper`` (vendored in ``ldm/modules/x_transformer.py``):
 ``transformer.token_emb``, ``transformer.pos_emb.emb``, ``transformer.attn_layers.layers.{2i}`` = [LayerNorm,
@@ -126,7 +126,9 @@ def _resolve_params(target: str, params: Mapping[str, Any], signature: Mapping[s
     """The YAML ``params`` completed with the CompVis constructor's defaults; unknown or missing ones are errors."""
     unknown = sorted(set(params) - set(signature))
     if unknown:
-        raise ConversionError(f"cond_stage_config {target}: unknown parameter(s) {unknown}; known: {sorted(signature)}")
+        raise ConversionError(
+            f"cond_stage_config {target}: unknown parameter(s) {unknown}; known: {sorted(signature)}"
+        )
     resolved = {**signature, **params}
     missing = sorted(name for name, value in resolved.items() if value is REQUIRED)
     if missing:
@@ -134,8 +136,13 @@ def _resolve_params(target: str, params: Mapping[str, Any], signature: Mapping[s
     return resolved
 
 
-def _load(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], key_map: Mapping[str, str], target: str,
-          ignore: Callable[[str], bool] | None = None) -> torch.nn.Module:
+def _load(
+    model: torch.nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    key_map: Mapping[str, str],
+    target: str,
+    ignore: Callable[[str], bool] | None = None,
+) -> torch.nn.Module:
     converted = convert_state_dict(
         state_dict, key_map, model, source_name=f"{SOURCE_NAME} ({target.rsplit('.', 1)[-1]})", ignore=ignore
     )
@@ -204,7 +211,9 @@ def _layout_tokenizer(config: Mapping[str, Any]):
             f"layout BERTEmbedder: max_seq_len {length} is not {tokens_per_object}·objects + {crop_tokens} crop tokens"
         )
     return LayoutTokenizer(
-        vocab_size=config["vocab_size"], max_objects=(length - crop_tokens) // tokens_per_object, encode_crop=True,
+        vocab_size=config["vocab_size"],
+        max_objects=(length - crop_tokens) // tokens_per_object,
+        encode_crop=True,
         categories=None,
     )
 
@@ -221,8 +230,13 @@ def _convert_bert(target: str, params: dict[str, Any], state_dict, tokenizer_voc
         tokenizer = _layout_tokenizer(config)
         pad_token_id = tokenizer.pad_token_id
     model = LDMBertModel(**config, pad_token_id=pad_token_id)
-    return _load(model, state_dict, bert_key_map(config["num_hidden_layers"]), target,
-                 ignore=lambda key: key in BERT_UNUSED_KEYS), tokenizer
+    return _load(
+        model,
+        state_dict,
+        bert_key_map(config["num_hidden_layers"]),
+        target,
+        ignore=lambda key: key in BERT_UNUSED_KEYS,
+    ), tokenizer
 
 
 # --------------------------------------------------------------------------------------------- ClassEmbedder
@@ -266,8 +280,9 @@ def semantic_map_config_from_compvis(params: Mapping[str, Any]) -> dict[str, Any
     }
 
 
-def _convert_spatial_rescaler(target: str, params: dict[str, Any], state_dict,
-                              tokenizer_vocab: str | None) -> CondStage:
+def _convert_spatial_rescaler(
+    target: str, params: dict[str, Any], state_dict, tokenizer_vocab: str | None
+) -> CondStage:
     from ..conditioning.semantic_map import SemanticMapEncoder
 
     config = semantic_map_config_from_compvis(params)

@@ -117,7 +117,7 @@ def _is_default(value, expected) -> bool:
 
 
 def _resample_kind(cfg: Mapping, resample: str) -> str:
-    """"conv" / "resnet" for a block, reading the model's downsample_type / upsample_type where it decides."""
+    """ "conv" / "resnet" for a block, reading the model's downsample_type / upsample_type where it decides."""
     if resample.endswith("_type"):
         return cfg.get(resample) or "conv"  # diffusers: None means "conv"
     return resample

@@ -74,7 +74,9 @@ class Attention(nn.Module):
         (self-attention: W_Q, W_K, W_V) or two (cross-attention: W_K, W_V on τ_θ(y)). The separate weights stay
         the parameters (and state-dict keys); the fused copy is a snapshot, so call this again (or
         :meth:`unfuse_projections`) after changing them."""
-        projections = (self.k_proj, self.v_proj) if self.is_cross_attention else (self.q_proj, self.k_proj, self.v_proj)
+        projections = (
+            (self.k_proj, self.v_proj) if self.is_cross_attention else (self.q_proj, self.k_proj, self.v_proj)
+        )
         self.fused_weight = torch.cat([p.weight for p in projections]).detach().clone()  # (n·inner, in)
         biases = [p.bias for p in projections]
         self.fused_bias = None if biases[0] is None else torch.cat(biases).detach().clone()  # (n·inner,)

@@ -72,8 +72,12 @@ class Conv2d(nn.Conv2d):
         cache = self.__dict__.get("_packed")
         if cache is None or cache[0] != key:
             packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                self.weight.detach().to_mkldnn(), list(self.padding), list(self.stride), list(self.dilation),
-                self.groups, list(x.shape),
+                self.weight.detach().to_mkldnn(),
+                list(self.padding),
+                list(self.stride),
+                list(self.dilation),
+                self.groups,
+                list(x.shape),
             )
             cache = (key, packed)
             self.__dict__["_packed"] = cache
@@ -83,8 +87,16 @@ class Conv2d(nn.Conv2d):
         if self._use_packed(x) and _prepack_available():
             try:
                 out = torch.ops.mkldnn._convolution_pointwise(
-                    x, self._packed_weight(x), self.bias,  # no autograd here (see _use_packed)
-                    list(self.padding), list(self.stride), list(self.dilation), self.groups, "none", [], "",
+                    x,
+                    self._packed_weight(x),
+                    self.bias,  # no autograd here (see _use_packed)
+                    list(self.padding),
+                    list(self.stride),
+                    list(self.dilation),
+                    self.groups,
+                    "none",
+                    [],
+                    "",
                 )
             except RuntimeError:  # an oneDNN build without this path: fall back for good
                 set_cpu_prepacking(False)

@@ -81,6 +81,7 @@ def _dtype_of(module: torch.nn.Module) -> torch.dtype:
             return parameter.dtype
     return torch.float32
 
+
 # diffusers pipelines whose VQ first stage is used without a scale factor, whatever its config says.
 _UNSCALED_DIFFUSERS_PIPELINES = {"LDMSuperResolutionPipeline", "LDMPipeline"}
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -149,10 +150,18 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
     def __init__(self, vae, unet, scheduler, cond_encoder=None, tokenizer=None, layout_planner=None):
         super().__init__()
         if layout_planner is not None and not isinstance(cond_encoder, SemanticMapEncoder):
-            raise ValueError("a `layout_planner` draws maps for a semantic-map model: `cond_encoder` must be a "
-                             f"SemanticMapEncoder, got {type(cond_encoder).__name__}")
-        self.register_modules(vae=vae, unet=unet, scheduler=scheduler, cond_encoder=cond_encoder, tokenizer=tokenizer,
-                              layout_planner=layout_planner)
+            raise ValueError(
+                "a `layout_planner` draws maps for a semantic-map model: `cond_encoder` must be a "
+                f"SemanticMapEncoder, got {type(cond_encoder).__name__}"
+            )
+        self.register_modules(
+            vae=vae,
+            unet=unet,
+            scheduler=scheduler,
+            cond_encoder=cond_encoder,
+            tokenizer=tokenizer,
+            layout_planner=layout_planner,
+        )
 
     def register_modules(self, **kwargs):
         """As diffusers, but ldm_hub's classes are recorded as ``["ldm_hub", "ClassName"]`` in model_index.json."""
@@ -226,8 +235,10 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
     def text_max_length(self) -> int:
         """Token sequence length: the encoder's position table (``max_position_embeddings``), or the
         tokenizer's ``model_max_length`` when that is shorter (never a literal)."""
-        lengths = [getattr(self.cond_encoder.config, "max_position_embeddings", None),
-                   getattr(self.tokenizer, "model_max_length", None)]
+        lengths = [
+            getattr(self.cond_encoder.config, "max_position_embeddings", None),
+            getattr(self.tokenizer, "model_max_length", None),
+        ]
         lengths = [int(n) for n in lengths if n and n < 1e6]
         if not lengths:
             raise ValueError("cannot tell the text length: neither the encoder config nor the tokenizer gives one")
@@ -654,12 +665,23 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         unknown = set(tensor_inputs) - {"latents", "noise_pred"}
         if unknown:
-            raise ValueError(f"`callback_on_step_end_tensor_inputs` may name 'latents' and 'noise_pred', not {unknown}")
-        self._check_mode_inputs(mode, {
-            "prompt": prompt, "negative_prompt": negative_prompt, "prompt_embeds": prompt_embeds,
-            "negative_prompt_embeds": negative_prompt_embeds, "image": image, "layout": layout,
-            "class_labels": class_labels, "segmentation": segmentation, "mask_image": mask_image,
-        })
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` may name 'latents' and 'noise_pred', not {unknown}"
+            )
+        self._check_mode_inputs(
+            mode,
+            {
+                "prompt": prompt,
+                "negative_prompt": negative_prompt,
+                "prompt_embeds": prompt_embeds,
+                "negative_prompt_embeds": negative_prompt_embeds,
+                "image": image,
+                "layout": layout,
+                "class_labels": class_labels,
+                "segmentation": segmentation,
+                "mask_image": mask_image,
+            },
+        )
         if mode == "semantic" and (prompt is not None or layout is not None):
             segmentation, num_images_per_prompt = self._plan_segmentation(
                 prompt, layout, segmentation, num_images_per_prompt, generator, height, width
@@ -903,10 +925,15 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         Example:
             ```py
             >>> pipe.enable_compile(mode="reduce-overhead")  # doctest: +SKIP
-            >>> pipe.enable_compile(("unet", "vae", "cond_encoder"), mode="max-autotune-no-cudagraphs")  # doctest: +SKIP
+            >>> components = ("unet", "vae", "cond_encoder")
+            >>> pipe.enable_compile(components, mode="max-autotune-no-cudagraphs")  # doctest: +SKIP
             ```
         """
-        targets = {"unet": lambda: self.unet, "vae": lambda: self.vae.decoder, "cond_encoder": lambda: self.cond_encoder}
+        targets = {
+            "unet": lambda: self.unet,
+            "vae": lambda: self.vae.decoder,
+            "cond_encoder": lambda: self.cond_encoder,
+        }
         unknown = set(components) - set(targets)
         if unknown:
             raise ValueError(f"enable_compile: unknown component(s) {sorted(unknown)}; choose from {sorted(targets)}")
@@ -972,7 +999,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         token: str | bool | None = None,
         local_files_only: bool | None = None,
         **components,
-    ) -> "LDMPipeline":
+    ) -> LDMPipeline:
         """Load an ldm_hub folder or Hub repo, or a diffusers-format LDM repo, into ldm_hub's classes.
 
         diffusers' LDM repos (``LDMTextToImagePipeline``, ``LDMSuperResolutionPipeline``, the unconditional
@@ -1088,7 +1115,7 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         use_ema: bool | None = None,
         allow_unsafe_pickle: bool = False,
         tokenizer_vocab: str | None = None,
-    ) -> "LDMPipeline":
+    ) -> LDMPipeline:
         """Convert an original CompVis latent-diffusion checkpoint (``.ckpt`` or ``.safetensors``) and its YAML.
 
         Every model of the released LDM zoo is covered (text, layout, class, semantic-map, super-resolution,
@@ -1114,8 +1141,16 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
 
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_PUSH_ARGUMENTS = {"repo_id", "commit_message", "private", "token", "create_pr", "revision", "commit_description",
-                   "license"}
+_PUSH_ARGUMENTS = {
+    "repo_id",
+    "commit_message",
+    "private",
+    "token",
+    "create_pr",
+    "revision",
+    "commit_description",
+    "license",
+}
 
 
 def _is_ldm_hub_index(folder: Path) -> bool:

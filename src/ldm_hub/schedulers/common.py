@@ -101,7 +101,9 @@ def make_betas(
     return torch.tensor(betas, dtype=torch.float32)
 
 
-def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int) -> np.ndarray:
+def spaced_timesteps(
+    num_train_timesteps: int, num_inference_steps: int, spacing: str, steps_offset: int
+) -> np.ndarray:
     """The S sampling timesteps τ_1 > … > τ_S (int64, descending) of DDPM/DDIM/PLMS.
 
     The three spacings of Lin et al. (arXiv 2305.08891, Table 2), with Δ = T // S:
@@ -267,7 +269,8 @@ class DiscreteScheduler(HubMixin, SchedulerMixin, ConfigMixin):
             given = int(timestep)  # a host tensor: reading it does not wait on any device
         if given is not None and given != expected:
             raise ValueError(
-                f"{type(self).__name__}: step() got timestep={given} but the schedule is at timesteps[{i}]={expected}; "
+                f"{type(self).__name__}: step() got timestep={given} but the schedule is at "
+                f"timesteps[{i}]={expected}; "
                 "steps must follow scheduler.timesteps in order (use set_begin_index to start part-way)"
             )
         return i
@@ -286,9 +289,7 @@ class DiscreteScheduler(HubMixin, SchedulerMixin, ConfigMixin):
             self._alphas_cumprod_by_device[like.device] = self.alphas_cumprod.to(like.device)
         return self._alphas_cumprod_by_device[like.device].to(like.dtype)
 
-    def add_noise(
-        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-    ) -> torch.Tensor:
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Sample q(x_t | x_0): x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε  (DDPM eq. 4), ``timesteps`` of shape (B,) or ()."""
         alphas_cumprod = self._alphas_cumprod_on(original_samples)[timesteps.to(original_samples.device)]
         alpha_bar = _expand_to(alphas_cumprod, original_samples)  # (B, 1, 1, 1)

@@ -96,7 +96,9 @@ class DDIMScheduler(DiscreteScheduler):
         """
         for field, value in COMPVIS_DDIM.items():
             if field in config and config[field] != value:
-                raise ValueError(f"DDIMScheduler.compvis: {field}={config[field]!r} conflicts with CompVis ({value!r})")
+                raise ValueError(
+                    f"DDIMScheduler.compvis: {field}={config[field]!r} conflicts with CompVis ({value!r})"
+                )
         return cls(beta_schedule=beta_schedule, **{**config, **COMPVIS_DDIM})
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:

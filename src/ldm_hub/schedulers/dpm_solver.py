@@ -149,7 +149,7 @@ class DPMSolverMultistepScheduler(DiscreteScheduler):
             timesteps = self._spaced_timesteps(num_inference_steps)
             sigmas = np.interp(timesteps, np.arange(len(train_sigmas)), train_sigmas)
         if cfg.final_sigmas_type == "sigma_min":
-            sigma_last = float((((1 - self.alphas_cumprod[0]) / self.alphas_cumprod[0]) ** 0.5))
+            sigma_last = float(((1 - self.alphas_cumprod[0]) / self.alphas_cumprod[0]) ** 0.5)
         else:
             sigma_last = 0.0
         sigmas = torch.from_numpy(np.concatenate([sigmas, [sigma_last]]).astype(np.float32))  # σ^VE_0..σ^VE_S

@@ -125,7 +125,9 @@ class PLMSScheduler(DiscreteScheduler):
         alpha_bar_ext = torch.cat([self.alphas_cumprod, self.final_alpha_cumprod.reshape(1)])  # [T] = final ᾱ
         alpha_bar, alpha_bar_prev = alpha_bar_ext[torch.tensor(t_from)], alpha_bar_ext[torch.tensor(t_to)]
         # φ(x_t, e', t, t − δ) = sample_coef x_t − eps_coef e'   (PNDM eq. 9)
-        eps_denominator = alpha_bar * (1 - alpha_bar_prev) ** 0.5 + (alpha_bar * (1 - alpha_bar) * alpha_bar_prev).sqrt()
+        eps_denominator = (
+            alpha_bar * (1 - alpha_bar_prev) ** 0.5 + (alpha_bar * (1 - alpha_bar) * alpha_bar_prev).sqrt()
+        )
         tables = {
             "sample_coef": (alpha_bar_prev / alpha_bar) ** 0.5,
             "eps_coef": (alpha_bar_prev - alpha_bar) / eps_denominator,

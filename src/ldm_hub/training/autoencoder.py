@@ -71,8 +71,9 @@ def build_autoencoder(spec: str):
     path = Path(spec)
     config_file = path / "config.json" if path.is_dir() else path
     if not config_file.is_file():
-        raise ValueError(f"--model {spec!r} is neither a preset ({sorted(AUTOENCODER_PRESETS)}) nor a config file "
-                         "or model folder")
+        raise ValueError(
+            f"--model {spec!r} is neither a preset ({sorted(AUTOENCODER_PRESETS)}) nor a config file or model folder"
+        )
     config = json.loads(config_file.read_text())
     class_name = config.get("_class_name")
     if class_name not in AUTOENCODER_CLASSES:
@@ -133,9 +134,12 @@ def train_autoencoder(config: AutoencoderTrainingConfig) -> Path:
     model, disc, opt_ae, opt_disc = accelerator.prepare(model, disc, opt_ae, opt_disc)
     raw_model, raw_disc = accelerator.unwrap_model(model), accelerator.unwrap_model(disc)
 
-    parts = dict(modules={"autoencoder": model, "discriminator": disc},
-                 optimizers={"autoencoder": opt_ae, "discriminator": opt_disc},
-                 schedulers={"autoencoder": sched_ae, "discriminator": sched_disc}, emas={})
+    parts = dict(
+        modules={"autoencoder": model, "discriminator": disc},
+        optimizers={"autoencoder": opt_ae, "discriminator": opt_disc},
+        schedulers={"autoencoder": sched_ae, "discriminator": sched_disc},
+        emas={},
+    )
     step, extra = 0, {}
     resume = resolve_resume(config.resume, output / "checkpoints")
     if resume is not None:
@@ -184,8 +188,11 @@ def train_autoencoder(config: AutoencoderTrainingConfig) -> Path:
                     raw_disc.requires_grad_(False)
                     g_loss = generator_adversarial_loss(raw_disc(reconstruction))
                     raw_disc.requires_grad_(True)
-                    weight = (adaptive_weight(rec_loss, g_loss, raw_model.last_layer)
-                              if config.adaptive_disc_weight else torch.ones((), device=device))
+                    weight = (
+                        adaptive_weight(rec_loss, g_loss, raw_model.last_layer)
+                        if config.adaptive_disc_weight
+                        else torch.ones((), device=device)
+                    )
                     loss = loss + config.disc_weight * weight * g_loss
                     logs["g_loss"], logs["d_weight"] = g_loss.detach(), weight
                 accelerator.backward(loss / config.gradient_accumulation_steps)

