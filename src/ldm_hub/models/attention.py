@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_kernels
 from .layers import Conv2d
 
 # CompVis FeedForward / diffusers FeedForward: the GEGLU hidden width is this multiple of the model width.
@@ -107,36 +108,14 @@ class Attention(nn.Module):
             k, v = self._split_fused(F.linear(context, self.fused_weight, self.fused_bias), 2)  # 2 × (B, heads, M, d)
         else:
             q, k, v = self._split_fused(F.linear(x, self.fused_weight, self.fused_bias), 3)  # 3 × (B, heads, N, d)
-        out = _sdpa(q, k, v)  # (B, heads, N, d)
+        out = cpu_kernels.scaled_dot_product_attention(q, k, v)  # softmax(QKᵀ/√d)·V, (B, heads, N, d)
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)  # (B, N, heads·d)
         return self.out_proj(out)  # (B, N, query_dim)
 
 
-# torch's CPU flash-attention kernel is markedly slower for head dims below its vector width than at 16 (on this
-# machine's AVX-512 build, 256 tokens × 16 heads: d=4 1.85 ms, d=16 1.32 ms; 1024 tokens, d=8: 33.9 ms vs 23.5 ms
-# padded). Zero-padding q, k, v to 16 channels leaves q·kᵀ unchanged and adds zero output channels, which are
-# dropped: the same attention, faster. CPU inference only (no autograd, not under torch.compile).
-CPU_MIN_HEAD_DIM = 16
-# ... for long key sequences: with few keys (a 77-token text context) the padded kernel gained at one thread and
-# lost at two, so short contexts keep the unpadded call.
-CPU_PAD_MIN_KEYS = 128
-
-
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(QKᵀ/√d)·V through ``F.scaled_dot_product_attention``, (B, heads, N, d) each."""
-    head_dim = q.shape[-1]
-    if (
-        head_dim < CPU_MIN_HEAD_DIM
-        and k.shape[-2] >= CPU_PAD_MIN_KEYS
-        and q.device.type == "cpu"
-        and not torch.is_grad_enabled()
-        and not torch.compiler.is_compiling()
-    ):
-        pad = (0, CPU_MIN_HEAD_DIM - head_dim)
-        out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), scale=head_dim**-0.5)
-        return out[..., :head_dim]
-    return F.scaled_dot_product_attention(q, k, v)
+# The old private name of the attention product (the small-head CPU padding now lives in cpu_kernels).
+_sdpa = cpu_kernels.scaled_dot_product_attention
 
 
 def fuse_qkv_projections(model: nn.Module) -> int:
@@ -170,9 +149,7 @@ class GEGLUFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         value, gate = self.proj_in(x).chunk(2, dim=-1)  # 2 × (B, N, hidden)
-        if torch.is_grad_enabled():
-            return self.proj_out(value * F.gelu(gate))  # (B, N, dim)
-        return self.proj_out(F.gelu(gate).mul_(value))  # inference: no second (B, N, hidden) buffer
+        return self.proj_out(cpu_kernels.mul(F.gelu(gate), value))  # (B, N, dim)
 
 
 class TransformerBlock(nn.Module):
@@ -194,14 +171,9 @@ class TransformerBlock(nn.Module):
         self.ff = GEGLUFeedForward(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            x = x + self.self_attn(self.self_attn_norm(x))  # (B, HW, dim)
-            x = x + self.cross_attn(self.cross_attn_norm(x), context)  # (B, HW, dim)
-            return x + self.ff(self.ff_norm(x))  # (B, HW, dim)
-        # inference: each branch's output is a fresh tensor; add the residual into it
-        x = self.self_attn(self.self_attn_norm(x)).add_(x)  # (B, HW, dim)
-        x = self.cross_attn(self.cross_attn_norm(x), context).add_(x)  # (B, HW, dim)
-        return self.ff(self.ff_norm(x)).add_(x)  # (B, HW, dim)
+        x = cpu_kernels.add(self.self_attn(self.self_attn_norm(x)), x)  # x + SelfAttn(LN(x)), (B, HW, dim)
+        x = cpu_kernels.add(self.cross_attn(self.cross_attn_norm(x), context), x)  # + CrossAttn, (B, HW, dim)
+        return cpu_kernels.add(self.ff(self.ff_norm(x)), x)  # x + FF(LN(x)), (B, HW, dim)
 
 
 class SpatialTransformer(nn.Module):
@@ -241,8 +213,7 @@ class SpatialTransformer(nn.Module):
         for block in self.blocks:
             h = block(h, context)  # (B, HW, inner)
         h = h.reshape(batch, height, width, inner).permute(0, 3, 1, 2)  # (B, inner, H, W)
-        out = self.proj_out(h)  # (B, C, H, W)
-        return x + out if torch.is_grad_enabled() else out.add_(x)
+        return cpu_kernels.add(self.proj_out(h), x)  # x + proj_out(h), (B, C, H, W)
 
 
 class SelfAttentionBlock(nn.Module):

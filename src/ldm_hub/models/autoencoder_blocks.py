@@ -26,6 +26,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..tiling import TileGrid
+from . import cpu_kernels
 from .layers import Conv2d
 
 # Each level boundary halves (encoder) or doubles (decoder) the spatial size: f = RESAMPLE_FACTOR ** (L - 1).
@@ -87,10 +88,9 @@ class ResnetBlock(nn.Module):
         self.shortcut = Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inplace = not torch.is_grad_enabled()  # inference: activations and the residual written in place
-        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))  # (B, C_out, H, W)
-        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))  # (B, C_out, H, W)
-        return h.add_(self.shortcut(x)) if inplace else self.shortcut(x) + h  # (B, C_out, H, W)
+        h = self.conv1(cpu_kernels.silu(self.norm1(x)))  # (B, C_out, H, W)
+        h = self.conv2(cpu_kernels.silu(self.norm2(h)))  # (B, C_out, H, W)
+        return cpu_kernels.add(h, self.shortcut(x))  # shortcut(x) + h, (B, C_out, H, W)
 
 
 class SpatialSelfAttention(nn.Module):

@@ -26,6 +26,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from ..hub_mixin import HubMixin
+from . import cpu_kernels
 from .attention import (
     SelfAttentionBlock,
     SpatialTransformer,
@@ -146,8 +147,7 @@ class ResBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        inplace = not torch.is_grad_enabled()  # inference: update fresh intermediates in place (no autograd)
-        h = F.silu(self.in_norm(x), inplace=inplace)  # (B, C_in, H, W)
+        h = cpu_kernels.silu(self.in_norm(x))  # SiLU(GN(x)), (B, C_in, H, W)
         h = self._resample(h, size)
         x = self._resample(x, size)
         h = self.in_conv(h)  # (B, C_out, H', W')
@@ -156,11 +156,11 @@ class ResBlock(nn.Module):
             scale, shift = emb.chunk(2, dim=1)
             h = torch.addcmul(shift, self.out_norm(h), 1 + scale)  # GN(h)·(1 + s) + b, (B, C_out, H', W')
         else:
-            h = self.out_norm(h.add_(emb) if inplace else h + emb)  # (B, C_out, H', W')
-        h = self.out_conv(self.dropout(F.silu(h, inplace=inplace)))  # (B, C_out, H', W')
+            h = self.out_norm(cpu_kernels.add(h, emb))  # GN(h + W·SiLU(emb)), (B, C_out, H', W')
+        h = self.out_conv(self.dropout(cpu_kernels.silu(h)))  # (B, C_out, H', W')
         if self.skip is not None:
             x = self.skip(x)  # (B, C_out, H', W')
-        return h.add_(x) if inplace else x + h
+        return cpu_kernels.add(h, x)  # skip(x) + h, (B, C_out, H', W')
 
 
 def _upsample_nearest(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
