@@ -377,7 +377,10 @@ def pipeline_case(config: str, batch: int, steps: int, guidance_scale: float, se
 
     def encode_ours():
         with torch.no_grad():
-            ours._prepare_text_context(prompts, None, None, None, guidance_scale != 1, 1, dev)
+            ours.conditioner.prepare(
+                {"prompt": prompts}, guide=guidance_scale != 1, num_images_per_prompt=1, batch_size=1,
+                generator=None, height=None, width=None, device=dev,
+            )  # fmt: skip
 
     def encode_theirs():  # what LDMTextToImagePipeline does: tokenize [""] * B and the prompts, run LDMBert on each
         with torch.no_grad():

@@ -326,7 +326,7 @@ def test_captured_loop_bookkeeping_matches_the_plain_loop(text_repo):
         return pipe(PROMPT, guidance_scale=3.0, num_inference_steps=STEPS, latents=z, output_type="latent").images
 
     with torch.no_grad():
-        context = pipe._prepare_text_context(PROMPT, None, None, None, True, 1, torch.device("cpu"))[1]
+        context = _guided_context(pipe, torch.device("cpu"))
         run = pipe._loop_runner(STEPS, 3.0, {"eta": 0.0}, torch.device("cpu"))
         graph = RerunGraph()
         loop = CapturedLoop(
@@ -414,7 +414,7 @@ def test_cuda_loop_has_no_device_syncs(text_repo):
     torch.cuda.set_sync_debug_mode("error")
     try:
         with torch.no_grad():
-            context = pipe._prepare_text_context(PROMPT, None, None, None, True, 1, torch.device("cuda"))[1]
+            context = _guided_context(pipe, torch.device("cuda"))
             run = pipe._loop_runner(STEPS, 3.0, {"eta": 0.0}, torch.device("cuda"))
             run(torch.randn(1, 4, 8, 8, device="cuda"), context, None)
     finally:
@@ -492,10 +492,17 @@ def test_loop_runner_repeatable_and_equal_to_the_plain_loop(text_repo, scheduler
     z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         plain = pipe(PROMPT, guidance_scale=3.0, num_inference_steps=STEPS, latents=z, output_type="latent").images
-        context = pipe._prepare_text_context(PROMPT, None, None, None, True, 1, torch.device("cpu"))[1]
+        context = _guided_context(pipe, torch.device("cpu"))
         run = pipe._loop_runner(STEPS, 3.0, {}, torch.device("cpu"))
         first, second = run(z, context, None), run(z, context, None)
     torch.testing.assert_close(first, plain, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(second, first, rtol=0, atol=0)
     runs = dict(zip(run.__code__.co_freevars, (c.cell_contents for c in run.__closure__)))["runs"]
     assert runs[0] is not runs[1] and runs[0].timesteps is runs[1].timesteps  # own state, shared tables
+
+
+def _guided_context(pipe, device):
+    """τ_θ of PROMPT with the unconditional half first, (2, L, d), as the pipeline's text conditioner makes it."""
+    y = {"prompt": PROMPT}
+    kwargs = dict(num_images_per_prompt=1, batch_size=1, generator=None, height=None, width=None, device=device)
+    return pipe.conditioner.prepare(y, guide=True, **kwargs).context

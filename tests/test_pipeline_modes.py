@@ -28,7 +28,7 @@ from ldm_hub import (
     SemanticMapEncoder,
     VQModel,
 )
-from ldm_hub.pipelines.ldm_pipeline import CONDITIONING_KEYS, MODE_INPUTS, TILED_MODES
+from ldm_hub.conditioning import CONDITIONERS
 from ldm_hub.tiling import TileGrid
 
 CATEGORIES = ["red circle", "blue square", "green triangle", "sky", "tree"]
@@ -146,7 +146,14 @@ def reference_sample(pipe, z, steps, context=None, uncond=None, concat=None, sca
 
 
 def test_mode_table():
-    assert set(CONDITIONING_KEYS) == set(MODE_INPUTS) and set(TILED_MODES) <= set(CONDITIONING_KEYS)
+    """One conditioner per mode of the paper; each says how y reaches ε_θ, and the map-aligned ones tile."""
+    modes = [c.mode for c in CONDITIONERS]
+    assert sorted(modes) == sorted(["text", "layout", "class", "semantic", "inpaint", "superres", "unconditional"])
+    assert {c.mode: c.key for c in CONDITIONERS} == {
+        "text": "crossattn", "layout": "crossattn", "class": "crossattn", "semantic": "concat", "inpaint": "concat",
+        "superres": "concat", "unconditional": None,
+    }  # fmt: skip
+    assert {c.mode for c in CONDITIONERS if c.tiled} == {"superres", "semantic"}
 
 
 def test_conditioning_read_off_components(layout_pipe, class_pipe, semantic_pipe, inpaint_pipe, sr_pipe):

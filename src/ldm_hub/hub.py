@@ -1,6 +1,8 @@
 """The Hugging Face Hub side of ldm_hub: what a pushed pipeline repo holds besides its weights.
 
-A pipeline folder or repo written by :meth:`LDMPipeline.save_pretrained` / ``push_to_hub`` is a diffusers
+The folder format itself (``pipeline.py``, loader files, ``model_index.json`` extras) lives in
+:mod:`ldm_hub.convert.pipeline_folder`; this module adds the model card, the upload and the download. A pipeline
+folder or repo written by :meth:`LDMPipeline.save_pretrained` / ``push_to_hub`` is a diffusers
 pipeline layout (``model_index.json`` + one folder per component) plus three things, so that it loads with
 ldm_hub **and** with plain diffusers (ldm_hub installed) as the same ``ldm_hub.LDMPipeline``, never as diffusers'
 own unconditional ``LDMPipeline`` whose name ours shares:
@@ -39,53 +41,39 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
+
+from .loading import ModelFileError
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, ModelCard
 
     from .pipelines.ldm_pipeline import LDMPipeline
 
-PIPELINE_FILE_NAME = "pipeline.py"  # diffusers' CUSTOM_PIPELINE_FILE_NAME
-PIPELINE_MODULE = PIPELINE_FILE_NAME.removesuffix(".py")
-PIPELINE_CLASS_NAME = "LDMPipeline"
-COMPONENT_FILE_NAME = "ldm_hub.py"  # diffusers resolves ["ldm_hub", X] in a Hub repo to <component>/ldm_hub.py
-LIBRARY_NAME = "ldm_hub"
-INFO_KEYS = {"base_model": "_base_model", "training_info": "_training_info"}  # pipe attribute -> model_index key
+from .convert.pipeline_folder import (  # noqa: F401  (re-exported: the folder format's names, as before)
+    COMPONENT_FILE_NAME,
+    COMPONENT_SOURCE,
+    INFO_KEYS,
+    LIBRARY_NAME,
+    PIPELINE_CLASS_NAME,
+    PIPELINE_FILE_NAME,
+    PIPELINE_MODULE,
+    PIPELINE_SOURCE,
+    VARIANT_DTYPES,
+    cast_for_variant,
+    clear_tokenizer_call_state,
+    read_pipeline_info,
+    write_loader_files,
+)
 
-PIPELINE_SOURCE = '''\
-"""ldm_hub's LDMPipeline as a diffusers custom pipeline: Latent Diffusion Models (Rombach et al., CVPR 2022).
-
-With plain diffusers and ldm_hub installed (`pip install ldm_hub`), a repo pushed by ldm_hub loads as
-ldm_hub.LDMPipeline, never as diffusers' own unconditional LDMPipeline whose name it shares:
-
-    from diffusers import DiffusionPipeline
-    pipe = DiffusionPipeline.from_pretrained("user/repo", trust_remote_code=True)
-    pipe = DiffusionPipeline.from_pretrained("user/repo", custom_pipeline="user/repo", trust_remote_code=True)
-
-The one pipeline class here is ldm_hub.LDMPipeline itself, re-exported rather than copied, so the sampling
-code is the installed ldm_hub's and the images equal `ldm_hub.LDMPipeline.from_pretrained("user/repo")`'s.
-"""
-
-from ldm_hub import LDMPipeline
-
-__all__ = ["LDMPipeline"]
-'''
-
-COMPONENT_SOURCE = '''\
-"""diffusers' custom-component hook for ldm_hub: model_index.json lists this component as ["ldm_hub", "ClassName"],
-which diffusers resolves to this file. Nothing is defined here: the classes are the installed ldm_hub's."""
-
-from ldm_hub import *  # noqa: F401,F403
-'''
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 # The Hub's task for each conditioning mode (the Hub has no class- or layout-conditional task: a class label
 # takes no text or image input, a layout is a structured description of the objects).
@@ -98,83 +86,6 @@ PIPELINE_TAGS = {
     "class": "unconditional-image-generation",
     "unconditional": "unconditional-image-generation",
 }
-
-VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-# ---------------------------------------------------------------------------------------------- saving
-@contextlib.contextmanager
-def cast_for_variant(pipe: LDMPipeline | torch.nn.Module, variant: str | None) -> Iterator[None]:
-    """While saving ``variant="fp16"`` / ``"bf16"``, give every floating tensor of the pipeline's models (or of one
-    model) that dtype.
-
-    The fp32 tensors are set aside, not converted back, so the in-memory pipeline is bit-identical afterwards.
-    Other variant names (e.g. ``"ema"``) save the weights as they are.
-    """
-    dtype = VARIANT_DTYPES.get(variant or "")
-    if dtype is None:
-        yield
-        return
-    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
-    try:
-        with torch.no_grad():
-            components = [pipe] if isinstance(pipe, torch.nn.Module) else pipe.components.values()
-            for component in components:
-                if not isinstance(component, torch.nn.Module):
-                    continue
-                for tensor in [*component.parameters(), *component.buffers()]:
-                    if tensor.is_floating_point() and tensor.dtype != dtype:
-                        saved.append((tensor, tensor.data))
-                        tensor.data = tensor.data.to(dtype)
-        yield
-    finally:
-        for tensor, data in saved:
-            tensor.data = data
-
-
-def clear_tokenizer_call_state(pipe: LDMPipeline) -> None:
-    """Forget the padding / truncation a fast tokenizer keeps from its last call.
-
-    transformers' tokenizers leave the last call's settings in the Rust backend, and ``save_pretrained`` writes
-    them into tokenizer.json (the next call without them clears them again, so they carry no meaning). Clearing
-    them before saving makes saving, and pushing, an unchanged pipeline give the same bytes whatever it sampled
-    in between.
-    """
-    backend = getattr(getattr(pipe, "tokenizer", None), "backend_tokenizer", None)
-    if backend is not None and hasattr(backend, "no_padding") and hasattr(backend, "no_truncation"):
-        backend.no_padding()
-        backend.no_truncation()
-
-
-def write_loader_files(pipe: LDMPipeline, folder: str | os.PathLike) -> None:
-    """Make a folder written by ``DiffusionPipeline.save_pretrained`` loadable by plain diffusers too.
-
-    Writes ``pipeline.py``, a ``ldm_hub.py`` into every folder of an ldm_hub component, and rewrites
-    ``model_index.json`` with ``_class_name = ["pipeline", "LDMPipeline"]`` plus ``_base_model`` /
-    ``_training_info`` when the pipeline has them.
-    """
-    folder = Path(folder)
-    index_path = folder / "model_index.json"
-    index = json.loads(index_path.read_text(encoding="utf-8"))
-    index["_class_name"] = [PIPELINE_MODULE, PIPELINE_CLASS_NAME]
-    for attribute, key in INFO_KEYS.items():
-        value = getattr(pipe, attribute, None)
-        if value:
-            index[key] = value
-        else:
-            index.pop(key, None)
-    for name, entry in index.items():
-        ours = not name.startswith("_") and isinstance(entry, list) and entry[:1] == [LIBRARY_NAME]
-        if ours and (folder / name).is_dir():
-            (folder / name / COMPONENT_FILE_NAME).write_text(COMPONENT_SOURCE, encoding="utf-8")
-    (folder / PIPELINE_FILE_NAME).write_text(PIPELINE_SOURCE, encoding="utf-8")
-    index_path.write_text(json.dumps(index, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-
-
-def read_pipeline_info(index: dict) -> dict[str, Any]:
-    """``{"base_model": ..., "training_info": ...}`` stored in a model_index.json by :func:`write_loader_files`."""
-    return {attribute: index[key] for attribute, key in INFO_KEYS.items() if index.get(key)}
 
 
 # ---------------------------------------------------------------------------------------------- model card
@@ -431,6 +342,54 @@ def _push_folder(repo_id, write, card, *, commit_message, commit_description, pr
         )
         e.append_to_message(f"\nldm_hub: pushing to Hub repo {repo_id!r} failed{reason}")
         raise
+
+
+# ---------------------------------------------------------------------------------------------- download
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def resolve_folder(name_or_path, *, revision=None, cache_dir=None, token=None, local_files_only=None) -> Path:
+    """A local folder as is; a Hub repo id downloaded (or read from the cache) with the official client.
+
+    Errors are :class:`~ldm_hub.loading.ModelFileError` naming the repo, the revision and what was missing.
+    """
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists() or not _REPO_ID.match(str(name_or_path)):
+        raise ModelFileError(f"model folder not found: {name_or_path}")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    kwargs = {"revision": revision, "cache_dir": cache_dir, "token": token}
+    if local_files_only is not None:
+        kwargs["local_files_only"] = local_files_only
+    try:
+        folder = Path(snapshot_download(str(name_or_path), **kwargs))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
+        raise ModelFileError(
+            f"{name_or_path!r} is not a local folder; {describe_hub_error(e, str(name_or_path), revision)}"
+        ) from None
+    if not (folder / "model_index.json").is_file():
+        at = f" at revision {revision!r}" if revision else ""
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        raise ModelFileError(
+            f"Hub repo {str(name_or_path)!r}{at} has no model_index.json, so it is not a pipeline repo "
+            f"(it holds {files[:8]})"
+        )
+    return folder
+
+
+@contextlib.contextmanager
+def naming_the_repo(hub_id: str | None, revision: str | None) -> Iterator[None]:
+    """Prefix a :class:`~ldm_hub.loading.ModelFileError` raised while reading a downloaded repo with its id."""
+    try:
+        yield
+    except ModelFileError as e:
+        if hub_id is None:
+            raise
+        at = f" at revision {revision!r}" if revision else ""
+        raise ModelFileError(f"Hub repo {hub_id!r}{at}: {e}") from None
 
 
 def describe_hub_error(error: Exception, repo_id: str, revision: str | None) -> str:

@@ -71,3 +71,31 @@ class TileGrid:
             for ((r0, rs), (c0, cs)), w, part in zip(boxes, self.weights[first:], y.split(batch)):
                 out[:, :, r0 * s : (r0 + rs) * s, c0 * s : (c0 + cs) * s] += w.to(part.dtype) * part
         return out
+
+
+# Tiled sampling and decoding defaults: overlap as a fraction of the tile, tiles per UNet / decoder call.
+DEFAULT_TILE_OVERLAP_FRACTION = 0.25
+DEFAULT_TILE_BATCH_SIZE = 4
+
+
+def plan_tiles(tile_size, tile_overlap, tile_batch_size, *, f: int, multiple: int) -> tuple[int, int, int]:
+    """Check tile arguments given in image pixels → ``(tile, overlap, tiles per call)`` in latent pixels.
+
+    ``tile_size`` must be a positive multiple of ``multiple`` (f × the UNet's downsampling when sampling, f when
+    only decoding), ``tile_overlap`` a multiple of f in [0, tile_size) (default a quarter of the tile).
+
+    Example:
+        >>> plan_tiles(64, None, 4, f=4, multiple=16)
+        (16, 4, 4)
+    """
+    if not isinstance(tile_size, int) or isinstance(tile_size, bool) or tile_size <= 0 or tile_size % multiple:
+        raise ValueError(f"`tile_size`={tile_size!r} must be a positive multiple of {multiple} pixels")
+    if tile_overlap is None:
+        tile_overlap = int(tile_size * DEFAULT_TILE_OVERLAP_FRACTION) // f * f
+    if not isinstance(tile_overlap, int) or tile_overlap < 0 or tile_overlap % f or tile_overlap >= tile_size:
+        raise ValueError(
+            f"`tile_overlap`={tile_overlap!r} must be a multiple of {f} pixels in [0, tile_size={tile_size})"
+        )
+    if not isinstance(tile_batch_size, int) or tile_batch_size < 1:
+        raise ValueError(f"`tile_batch_size` must be a positive int, got {tile_batch_size!r}")
+    return tile_size // f, tile_overlap // f, tile_batch_size

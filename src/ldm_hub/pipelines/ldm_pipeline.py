@@ -1,33 +1,21 @@
 """LDMPipeline: one sampling loop for every conditioning mode of the Latent Diffusion paper.
 
-Data flows one way: y → (tokenizer → τ_θ) → scheduler loop over ε_θ(z_t, t, τ_θ(y)) → decoder D(z_0).
-The conditioning mode is read off the components, never passed as a flag:
+Data flows one way: y → conditioner (y → τ_θ(y) or channels, :mod:`ldm_hub.conditioning`) → scheduler loop over
+ε_θ(z_t, t, y) (:mod:`ldm_hub.models.denoiser`) → decoder D(z_0). The conditioning mode is read off the
+components (:func:`~ldm_hub.conditioning.conditioner_for`), never passed as a flag, and this module never
+switches on it: it asks the conditioner. Acceleration lives in :mod:`.acceleration`, reading and writing folders
+in :mod:`ldm_hub.convert.pipeline_folder`, Hub download in :mod:`ldm_hub.hub`.
 
-===================  ======================================  ==========================================
-mode                 components                              how y reaches ε_θ
-===================  ======================================  ==========================================
-``"text"``           text tokenizer + τ_θ (LDMBert or any)   cross-attention context τ_θ(y), (B, L, d)
-``"layout"``         LayoutTokenizer + LDMBertModel          cross-attention on the box-token encoding
-``"class"``          ClassEmbedder                           cross-attention on a length-1 context
-``"semantic"``       SemanticMapEncoder                      encoded one-hot map concatenated with z_t
-``"inpaint"``        no encoder, UNet in_ch = 2c + 1         E(masked image) and the mask concatenated
-``"superres"``       no encoder, UNet in_ch = c + 3          low-res image concatenated with z_t
-``"unconditional"``  no encoder, UNet in_ch = c              nothing
-===================  ======================================  ==========================================
-
-Classifier-free guidance needs an unconditional input: ``""`` (text), the all-pad sequence (layout), the
-null class (class models that have one). The concat modes whose condition is a map aligned with z_t
-(super-resolution, semantic synthesis) can be sampled tile by tile for large images (``tile_size``).
+Imports: models, schedulers, conditioning, convert, hub, loading, tiling (never training, commands, demo or
+evaluation).
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import math
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,18 +23,25 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..conditioning.class_label import ClassEmbedder
-from ..conditioning.layout import LayoutTokenizer, as_layout_batch
-from ..conditioning.semantic_map import SemanticMapEncoder
-from ..convert.diffusers_format import COMPONENT_RENAMES, load_component
+from ..conditioning.base import Condition, Conditioner, _dtype_of
+from ..conditioning.modes import conditioner_for
+from ..convert.pipeline_folder import (
+    PIPELINE_COMPONENTS,
+    cast_for_variant,
+    clear_tokenizer_call_state,
+    is_ldm_hub_index,
+    read_pipeline_folder,
+    write_loader_files,
+)
+from ..hub import naming_the_repo, resolve_folder
 from ..hub_mixin import HubMixin
-from ..loading import ModelFileError, atomic_directory, read_json
-from ..tiling import TileGrid
-from .cuda_graph import CapturedLoop, GraphCache
+from ..loading import atomic_directory
+from ..models.first_stage import downsampling_factor
+from ..tiling import DEFAULT_TILE_BATCH_SIZE, TileGrid, plan_tiles
+from .acceleration import COMPILE_MODES_WITH_CUDA_GRAPHS, AccelerationMixin, denoise_step  # noqa: F401
 
 
 class _EmptyFp32ModulesFilter(logging.Filter):
@@ -59,74 +54,26 @@ class _EmptyFp32ModulesFilter(logging.Filter):
 
 
 logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ModulesFilter())
-logger = logging.getLogger(__name__)
 
-
-def _tensors_in(value) -> list[torch.Tensor]:
-    """Every tensor inside nested dicts / lists / tuples (a scheduler's attributes)."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in _tensors_in(item)]
-    return []
-
-
-def _dtype_of(module: torch.nn.Module) -> torch.dtype:
-    """The dtype of a model's first floating-point parameter. (diffusers' ``ModelMixin.dtype`` walks every
-    submodule on each access, milliseconds per call; a pipeline call asks several times.)"""
-    for parameter in module.parameters():
-        if parameter.is_floating_point():
-            return parameter.dtype
-    return torch.float32
-
-
-# diffusers pipelines whose VQ first stage is used without a scale factor, whatever its config says.
-_UNSCALED_DIFFUSERS_PIPELINES = {"LDMSuperResolutionPipeline", "LDMPipeline"}
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-# torch.compile modes that record CUDA graphs themselves (they cannot nest in enable_cuda_graph's recording).
-COMPILE_MODES_WITH_CUDA_GRAPHS = ("reduce-overhead", "max-autotune")
-
-# How y reaches ε_θ in each mode (CompVis DiffusionWrapper's conditioning_key): as the cross-attention context,
-# as channels concatenated with z_t, or not at all.
-CONDITIONING_KEYS = {
-    "text": "crossattn",
-    "layout": "crossattn",
-    "class": "crossattn",
-    "semantic": "concat",
-    "inpaint": "concat",
-    "superres": "concat",
-    "unconditional": None,
-}
-# The __call__ arguments that carry y, per mode.
-MODE_INPUTS = {
-    "text": ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds"),
-    "layout": ("layout",),
-    "class": ("class_labels",),
-    "semantic": ("segmentation",),
-    "inpaint": ("image", "mask_image"),
-    "superres": ("image",),
-    "unconditional": (),
-}
-# Modes whose condition is a map aligned with z_t, so the image can be sampled in overlapping tiles.
-TILED_MODES = ("superres", "semantic")
-# The inpainting mask: channels stacked onto z_t, and the threshold that binarises it (CompVis inpaint.py).
-MASK_CHANNELS = 1
-MASK_THRESHOLD = 0.5
-# Tiled sampling defaults: overlap as a fraction of the tile, tiles per UNet call.
-DEFAULT_TILE_OVERLAP_FRACTION = 0.25
-DEFAULT_TILE_BATCH_SIZE = 4
+_PUSH_ARGUMENTS = {
+    "repo_id", "commit_message", "private", "token", "create_pr", "revision", "commit_description", "license",
+}  # fmt: skip
+# Every __call__ argument that may carry y (each conditioner takes some of them).
+_CONDITION_ARGUMENTS = (
+    "prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "image", "layout", "class_labels",
+    "segmentation", "mask_image",
+)  # fmt: skip
 
 
-class LDMPipeline(HubMixin, DiffusionPipeline):
+class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
     r"""Latent diffusion sampling for every LDM conditioning mode: text, layout, class, semantic map, inpainting,
     super-resolution and unconditional.
 
     Components: ``vae`` (KL or VQ autoencoder, E and D), ``unet`` (ε_θ), ``scheduler``, ``cond_encoder``
     (τ_θ: LDMBertModel / any transformers encoder, ClassEmbedder, SemanticMapEncoder, or None) and ``tokenizer``
     (a text tokenizer, a LayoutTokenizer, or None), and ``layout_planner`` (a :class:`~ldm_hub.LayoutPlanner`
-    beside a semantic-map model, or None). The conditioning mode follows from them (see :attr:`conditioning`)
+    beside a semantic-map model, or None). The conditioning mode follows from them (see :attr:`conditioner`)
     and decides which inputs ``__call__`` takes (:attr:`accepted_inputs`); a semantic-map model with a layout
     planner also takes ``prompt`` (caption → planned layout → map) and ``layout`` (boxes → map).
 
@@ -147,21 +94,18 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
     model_cpu_offload_seq = "cond_encoder->unet->vae"
     _optional_components = ["cond_encoder", "tokenizer", "layout_planner"]
 
+    # Provenance written to model_index.json and the model card (ldm_hub.hub): the Hub repo this pipeline was
+    # converted from, and what the trainer records (e.g. {"dataset": "user/shapes", "steps": 20000}).
+    base_model: str | None = None
+    training_info: dict | None = None
+
     def __init__(self, vae, unet, scheduler, cond_encoder=None, tokenizer=None, layout_planner=None):
         super().__init__()
-        if layout_planner is not None and not isinstance(cond_encoder, SemanticMapEncoder):
-            raise ValueError(
-                "a `layout_planner` draws maps for a semantic-map model: `cond_encoder` must be a "
-                f"SemanticMapEncoder, got {type(cond_encoder).__name__}"
-            )
+        conditioner_for(vae, unet, cond_encoder, tokenizer, layout_planner)  # the components must fit a mode
         self.register_modules(
-            vae=vae,
-            unet=unet,
-            scheduler=scheduler,
-            cond_encoder=cond_encoder,
-            tokenizer=tokenizer,
+            vae=vae, unet=unet, scheduler=scheduler, cond_encoder=cond_encoder, tokenizer=tokenizer,
             layout_planner=layout_planner,
-        )
+        )  # fmt: skip
 
     def register_modules(self, **kwargs):
         """As diffusers, but ldm_hub's classes are recorded as ``["ldm_hub", "ClassName"]`` in model_index.json."""
@@ -176,399 +120,69 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
 
     # ------------------------------------------------------------------ structure read off the components
     @property
+    def conditioner(self) -> Conditioner:
+        """The :class:`~ldm_hub.conditioning.base.Conditioner` of this pipeline's components (made anew when a
+        component is swapped)."""
+        parts = (self.vae, self.unet, self.cond_encoder, self.tokenizer, getattr(self, "layout_planner", None))
+        key = tuple(map(id, parts))
+        cached = self.__dict__.get("_conditioner")
+        if cached is None or cached[0] != key:
+            cached = (key, conditioner_for(*parts))
+            self.__dict__["_conditioner"] = cached
+        return cached[1]
+
+    @property
+    def conditioning(self) -> str:
+        """The conditioning mode, read off the components (never a user flag): ``"text"``, ``"layout"``,
+        ``"class"``, ``"semantic"``, ``"inpaint"``, ``"superres"`` or ``"unconditional"``."""
+        return self.conditioner.mode
+
+    @property
     def vae_scale_factor(self) -> int:
         """f = H/h, the autoencoder's downsampling factor."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return downsampling_factor(self.vae)
 
     @property
     def unet_downsampling(self) -> int:
         """The UNet's total downsampling of the latent (2 per level after the first)."""
-        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return self.conditioner.unet_downsampling
 
     @property
     def latent_channels(self) -> int:
         return self.vae.config.latent_channels
 
     @property
-    def conditioning(self) -> str:
-        """The conditioning mode, read off the components (never a user flag); see the module table.
-
-        With a condition encoder: its kind (class embedding, semantic map) or, for a sequence encoder, the
-        tokenizer's (box tokens → ``"layout"``, else ``"text"``). Without one: the UNet's extra input channels
-        beside z_t (none, E(masked image) + mask, or a low-res image).
-        """
-        encoder = self.cond_encoder
-        if encoder is not None:
-            for kind, mode in ((ClassEmbedder, "class"), (SemanticMapEncoder, "semantic")):
-                if isinstance(encoder, kind):
-                    return mode
-            return "layout" if isinstance(self.tokenizer, LayoutTokenizer) else "text"
-        extra = self.unet.config.in_channels - self.latent_channels
-        if extra == 0:
-            return "unconditional"
-        return "inpaint" if extra == self.latent_channels + MASK_CHANNELS else "superres"
-
-    @property
     def accepted_inputs(self) -> tuple[str, ...]:
         """The ``__call__`` arguments that carry y for this model (a planner adds ``prompt`` and ``layout``)."""
-        takes = MODE_INPUTS[self.conditioning]
-        return ("prompt", "layout") + takes if self._plans_layouts else takes
+        return self.conditioner.accepted_inputs
 
     @property
     def tasks(self) -> tuple[str, ...]:
         """What this pipeline generates from: its conditioning mode, plus ``"text"`` and ``"layout"`` for a
         semantic-map model with a layout planner (the demo and ``ldm-hub evaluate`` read this)."""
-        return ("text", "layout", self.conditioning) if self._plans_layouts else (self.conditioning,)
-
-    @property
-    def _plans_layouts(self) -> bool:
-        """A semantic-map model with a layout planner: prompts and boxes become its input map."""
-        return self.conditioning == "semantic" and getattr(self, "layout_planner", None) is not None
+        return self.conditioner.tasks
 
     @property
     def guidance_supported(self) -> bool:
         """Whether classifier-free guidance is possible: the condition reaches ε_θ through cross-attention, so
         there is an unconditional input (``""``, the all-pad layout, the null class); concatenated maps have none."""
-        return CONDITIONING_KEYS[self.conditioning] == "crossattn"
+        return self.conditioner.guidance_supported
 
     @property
     def text_max_length(self) -> int:
-        """Token sequence length: the encoder's position table (``max_position_embeddings``), or the
-        tokenizer's ``model_max_length`` when that is shorter (never a literal)."""
-        lengths = [
-            getattr(self.cond_encoder.config, "max_position_embeddings", None),
-            getattr(self.tokenizer, "model_max_length", None),
-        ]
-        lengths = [int(n) for n in lengths if n and n < 1e6]
-        if not lengths:
-            raise ValueError("cannot tell the text length: neither the encoder config nor the tokenizer gives one")
-        return min(lengths)
+        """Token sequence length of a text model: the encoder's positions or the tokenizer's, the shorter."""
+        return self.conditioner.max_length
 
-    # ------------------------------------------------------------------ conditioning: y → τ_θ(y)
     @torch.no_grad()
     def encode_prompt(self, prompt: str | list[str], device=None) -> torch.Tensor:
         """τ_θ(y): tokenize ``prompt`` to the encoder's length and return its hidden states, (B, L, d)."""
-        if self.cond_encoder is None or self.tokenizer is None:
+        conditioner = self.conditioner
+        if not getattr(conditioner, "has_encoder", False):
             raise ValueError(
                 "this model has no text encoder (cond_encoder/tokenizer are None): "
                 f"its conditioning is {self.conditioning!r}, so `prompt` cannot be used"
             )
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        tokens = self.tokenizer(
-            prompts, padding="max_length", max_length=self.text_max_length, truncation=True, return_tensors="pt"
-        )
-        device = device or self._execution_device
-        hidden = self.cond_encoder(tokens.input_ids.to(device))[0]  # (B, L, d)
-        return hidden.to(_dtype_of(self.unet))
-
-    def _prepare_text_context(
-        self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guide, num_images_per_prompt, device
-    ):
-        if prompt is not None and prompt_embeds is not None:
-            raise ValueError("pass either `prompt` or `prompt_embeds`, not both")
-        if prompt is None and prompt_embeds is None:
-            raise ValueError("this model is text-conditioned: pass `prompt` (or `prompt_embeds`)")
-        if prompt is not None and not isinstance(prompt, (str, list)):
-            raise TypeError(f"`prompt` must be a str or a list of str, got {type(prompt).__name__}")
-        if prompt_embeds is None:
-            prompt_embeds = self.encode_prompt(prompt, device)
-        elif prompt_embeds.ndim != 3:
-            raise ValueError(f"`prompt_embeds` must have shape (batch, length, dim), got {tuple(prompt_embeds.shape)}")
-        batch = prompt_embeds.shape[0]
-        if guide:
-            if negative_prompt is not None and negative_prompt_embeds is not None:
-                raise ValueError("pass either `negative_prompt` or `negative_prompt_embeds`, not both")
-            if negative_prompt_embeds is None:
-                negative_prompt = "" if negative_prompt is None else negative_prompt
-                if isinstance(negative_prompt, str):
-                    negative_prompt = [negative_prompt] * batch
-                if len(negative_prompt) != batch:
-                    raise ValueError(
-                        f"`negative_prompt` has {len(negative_prompt)} entries but the batch has {batch} prompts"
-                    )
-                negative_prompt_embeds = self.encode_prompt(negative_prompt, device)
-            if negative_prompt_embeds.shape != prompt_embeds.shape:
-                raise ValueError(
-                    f"`negative_prompt_embeds` shape {tuple(negative_prompt_embeds.shape)} differs from "
-                    f"`prompt_embeds` shape {tuple(prompt_embeds.shape)}"
-                )
-        dtype = _dtype_of(self.unet)
-        context = prompt_embeds.to(device, dtype).repeat_interleave(num_images_per_prompt, dim=0)
-        if guide:
-            uncond = negative_prompt_embeds.to(device, dtype).repeat_interleave(num_images_per_prompt, dim=0)
-            context = torch.cat([uncond, context])  # (2B, L, d): one batched UNet call per step
-        return batch, context
-
-    def _image_tensor(self, image, name: str) -> torch.Tensor:
-        """PIL RGB image(s) or a (B, 3, H, W) tensor in [-1, 1] → a (B, 3, H, W) float tensor in [-1, 1]."""
-        images = image if isinstance(image, list) else [image]
-        if images and all(isinstance(im, PIL.Image.Image) for im in images):
-            for i, im in enumerate(images):
-                if im.mode != "RGB":
-                    raise ValueError(
-                        f"`{name}`[{i}] has mode {im.mode!r}; an RGB image is required (use image.convert('RGB'))"
-                    )
-            if len({im.size for im in images}) != 1:
-                raise ValueError(f"all `{name}` images must have the same size, got {[im.size for im in images]}")
-            array = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])  # (B, H, W, 3)
-            return torch.from_numpy(array).permute(0, 3, 1, 2) * 2.0 - 1.0  # (B, 3, H, W)
-        if isinstance(image, torch.Tensor):
-            tensor = image[None] if image.ndim == 3 else image
-            if tensor.ndim != 4 or not tensor.dtype.is_floating_point:
-                raise ValueError(
-                    f"`{name}` tensor must be float (B, 3, H, W) in [-1, 1], got {image.dtype} {tuple(image.shape)}"
-                )
-            return tensor
-        raise TypeError(f"`{name}` must be a PIL image, a list of them or a tensor, got {type(image).__name__}")
-
-    def _prepare_low_res(self, image, device) -> torch.Tensor:
-        """The low-res image y for super-resolution as a (B, 3, h, w) tensor in [-1, 1]."""
-        if image is None:
-            raise ValueError("this is a super-resolution model: pass the low-resolution `image`")
-        tensor = self._image_tensor(image, "image")
-        expected = self.unet.config.in_channels - self.latent_channels
-        if tensor.shape[1] != expected:
-            raise ValueError(f"`image` has {tensor.shape[1]} channels, the model takes {expected}")
-        h, w = tensor.shape[-2:]
-        multiple = self.unet_downsampling
-        if h % multiple or w % multiple:
-            raise ValueError(
-                f"low-resolution image size {w}x{h} is not supported: width and height must be multiples of "
-                f"{multiple} (the UNet downsamples the latent {multiple}x)"
-            )
-        return tensor.to(device=device, dtype=_dtype_of(self.unet))
-
-    # ------------------------------------------------------------------ the other conditioning modes
-    @torch.no_grad()
-    def _encode_layout(self, layout, guide: bool, device) -> tuple[int, torch.Tensor]:
-        """τ_θ(layout tokens), with the all-pad sequence's encoding first when guided: (B or 2B, L, d)."""
-        if layout is None:
-            raise ValueError(
-                "this is a layout-to-image model: pass `layout`, e.g. "
-                "[{'label': 'red circle', 'box': [0.1, 0.1, 0.5, 0.5]}] (corners in [0, 1], origin top left)"
-            )
-        if isinstance(layout, torch.Tensor):  # already tokenised
-            if layout.ndim != 2 or layout.shape[1] != self.tokenizer.sequence_length or layout.dtype != torch.long:
-                raise ValueError(
-                    f"a `layout` tensor must be int64 token ids (B, {self.tokenizer.sequence_length}), got "
-                    f"{layout.dtype} of shape {tuple(layout.shape)}"
-                )
-            tokens = layout.to(device)
-        else:
-            tokens = self.tokenizer(layout, device=device)  # (B, L)
-        vocab = self.cond_encoder.config.vocab_size
-        if self.tokenizer.config.vocab_size > vocab:
-            raise ValueError(
-                f"the layout tokenizer's vocab_size {self.tokenizer.config.vocab_size} exceeds the layout encoder's "
-                f"{vocab}: the components do not fit together"
-            )
-        positions = self.cond_encoder.config.max_position_embeddings
-        if tokens.shape[1] > positions:
-            raise ValueError(
-                f"the layout tokenizer makes {tokens.shape[1]} tokens but the layout encoder has only {positions} "
-                "positions"
-            )
-        batch = tokens.shape[0]
-        if guide:
-            tokens = torch.cat([self.tokenizer.unconditional(batch, device), tokens])  # (2B, L)
-        return batch, self.cond_encoder(tokens)[0]  # (B or 2B, L, d)
-
-    @torch.no_grad()
-    def _encode_class_labels(self, class_labels, guide: bool, device) -> tuple[int, torch.Tensor]:
-        """τ_θ(y) = E[y] as a (B, 1, d) context, with the null class's first when guided: (B or 2B, 1, d)."""
-        if class_labels is None:
-            raise ValueError("this is a class-conditional model: pass `class_labels` (an int or a list of ints)")
-        labels = self.cond_encoder.prepare_labels(class_labels, device)  # (B,)
-        batch = labels.shape[0]
-        if guide:
-            labels = torch.cat([self.cond_encoder.null_labels(batch, device), labels])  # (2B,)
-        return batch, self.cond_encoder(labels)  # (B or 2B, 1, d)
-
-    def _plan_segmentation(self, prompt, layout, segmentation, n: int, generator, height, width):
-        """``prompt`` or ``layout`` → index maps through the layout planner (semantic-map models).
-
-        Each of the B·n images of a prompt gets its own planned layout, drawn with its own generator when
-        ``generator`` is a list, so the maps come back already repeated: (maps, num_images_per_prompt=1).
-        """
-        if segmentation is not None or (prompt is not None and layout is not None):
-            raise ValueError("pass one of `prompt`, `layout` and `segmentation`")
-        default = self.unet.config.sample_size * self.vae_scale_factor
-        size = (default if width is None else width, default if height is None else height)
-        if prompt is not None:
-            prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-            if not prompts:
-                raise ValueError("`prompt` is an empty list")
-            expanded = [p for p in prompts for _ in range(n)]
-            if isinstance(generator, list) and len(generator) != len(expanded):
-                raise ValueError(f"got {len(generator)} generators for a batch of {len(expanded)} images")
-            layouts = self.layout_planner.plan(expanded, generator=generator)
-        else:
-            if isinstance(layout, torch.Tensor):
-                raise ValueError("this model draws `layout` as a map: pass label/box dicts, not token ids")
-            layouts = [item for item in as_layout_batch(layout) for _ in range(n)]
-        return self.layout_planner.rasterize(layouts, size), 1
-
-    @torch.no_grad()
-    def _encode_segmentation(self, segmentation, device) -> torch.Tensor:
-        """τ_θ(y) for a segmentation map: (B, C, h, w) at the latent size, to stack onto z_t."""
-        if segmentation is None:
-            raise ValueError(
-                "this is a semantic-synthesis model: pass `segmentation` (an index map: PIL 'L'/'P' image, "
-                "numpy or integer tensor (B, H, W) of class ids, or a one-hot (B, K, H, W) tensor)"
-            )
-        encoder = self.cond_encoder
-        prepared = encoder.prepare(segmentation)  # (B, H, W) ids or (B, K, H, W) one-hot
-        height, width = prepared.shape[-2:]
-        multiple = self.vae_scale_factor * self.unet_downsampling
-        if height % multiple or width % multiple:
-            raise ValueError(
-                f"segmentation size {width}x{height} is not supported: width and height must be multiples of "
-                f"{multiple} (autoencoder factor {self.vae_scale_factor} x UNet downsampling {self.unet_downsampling})"
-            )
-        latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
-        if encoder.output_size(height, width) != latent_size:
-            raise ValueError(
-                f"the SemanticMapEncoder scales maps by {encoder.scale} but the autoencoder's latent is "
-                f"1/{self.vae_scale_factor} of the image: the components do not fit together"
-            )
-        expected = self.unet.config.in_channels - self.latent_channels
-        if encoder.config.out_channels != expected:
-            raise ValueError(
-                f"the SemanticMapEncoder gives {encoder.config.out_channels} channels but the UNet takes {expected} "
-                "besides z_t"
-            )
-        return encoder.encode(prepared.to(device)).to(_dtype_of(self.unet))  # (B, C, h, w)
-
-    def _mask_tensor(self, mask_image) -> torch.Tensor:
-        """PIL / numpy / tensor mask(s) → (B, 1, H, W) in {0, 1} (1 = fill), binarised at MASK_THRESHOLD."""
-        masks = mask_image if isinstance(mask_image, list) else [mask_image]
-        if masks and all(isinstance(m, PIL.Image.Image) for m in masks):
-            if len({m.size for m in masks}) != 1:
-                raise ValueError(f"all `mask_image` images must have the same size, got {[m.size for m in masks]}")
-            array = np.stack([np.asarray(m.convert("L"), dtype=np.float32) / 255.0 for m in masks])  # (B, H, W)
-            mask = torch.from_numpy(array)[:, None]  # (B, 1, H, W)
-        else:
-            if isinstance(mask_image, np.ndarray):
-                mask_image = torch.from_numpy(mask_image)
-            if not isinstance(mask_image, torch.Tensor):
-                raise TypeError(
-                    "`mask_image` must be a PIL image, a list of them, a numpy array or a tensor in [0, 1], got "
-                    f"{type(mask_image).__name__}"
-                )
-            mask = mask_image.float()
-            if mask.ndim == 2:
-                mask = mask[None, None]  # (1, 1, H, W)
-            elif mask.ndim == 3:
-                mask = mask[:, None]  # (B, 1, H, W)
-            if mask.ndim != 4 or mask.shape[1] != MASK_CHANNELS:
-                raise ValueError(
-                    f"`mask_image` must be (H, W), (B, H, W) or (B, 1, H, W), got shape {tuple(mask_image.shape)}"
-                )
-        return (mask >= MASK_THRESHOLD).float()
-
-    @torch.no_grad()
-    def _prepare_inpaint(self, image, mask_image, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """CompVis inpaint.py: x, m → the concat condition [E((1−m)·x), resize(m)] and x, m for compositing.
-
-        Returns the condition (B, c + 1, h, w), the image x (B, 3, H, W) in [-1, 1] and the mask m (B, 1, H, W)
-        in {0, 1}. As in the original, the masked image is built in [0, 1] and then mapped to [-1, 1] (so the hole
-        is −1, black), the mask enters as 2m − 1 resized (nearest) to the latent, and the masked image's latent
-        is E's raw output (VQ: before quantisation; KL: the posterior mode), unscaled.
-        """
-        if image is None or mask_image is None:
-            raise ValueError("this is an inpainting model: pass `image` and `mask_image` (white = area to fill)")
-        x = self._image_tensor(image, "image")  # (B, 3, H, W) in [-1, 1]
-        mask = self._mask_tensor(mask_image)  # (B or 1, 1, H, W)
-        height, width = x.shape[-2:]
-        if tuple(mask.shape[-2:]) != (height, width):
-            raise ValueError(
-                f"`mask_image` size {mask.shape[-1]}x{mask.shape[-2]} differs from `image` size {width}x{height}"
-            )
-        if mask.shape[0] not in (1, x.shape[0]):
-            raise ValueError(f"got {mask.shape[0]} masks for {x.shape[0]} images (pass one mask, or one per image)")
-        if x.shape[1] != self.vae.config.in_channels:
-            raise ValueError(f"`image` has {x.shape[1]} channels, the autoencoder takes {self.vae.config.in_channels}")
-        multiple = self.vae_scale_factor * self.unet_downsampling
-        if height % multiple or width % multiple:
-            raise ValueError(
-                f"image size {width}x{height} is not supported: width and height must be multiples of {multiple} "
-                f"(autoencoder factor {self.vae_scale_factor} x UNet downsampling {self.unet_downsampling})"
-            )
-        x = x.to(device=device, dtype=_dtype_of(self.vae))
-        mask = mask.to(device=device, dtype=_dtype_of(self.vae)).expand(x.shape[0], -1, -1, -1)  # (B, 1, H, W)
-        masked = (1 - mask) * (x + 1) - 1  # ((1 − m)·(x+1)/2)·2 − 1: the hole is −1   (B, 3, H, W)
-        encoded = self.vae.encode(masked)
-        c_image = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mode()  # (B, c, h, w)
-        c_mask = F.interpolate(mask * 2 - 1, size=c_image.shape[-2:])  # (B, 1, h, w)
-        condition = torch.cat([c_image, c_mask], dim=1).to(_dtype_of(self.unet))  # (B, c + 1, h, w)
-        if condition.shape[1] + self.latent_channels != self.unet.config.in_channels:
-            raise ValueError(
-                f"the inpainting condition has {condition.shape[1]} channels but the UNet takes "
-                f"{self.unet.config.in_channels - self.latent_channels} besides z_t"
-            )
-        return condition, x, mask
-
-    # ------------------------------------------------------------------ checks
-    def _check_size(self, height: int, width: int) -> None:
-        multiple = self.vae_scale_factor * self.unet_downsampling
-        for name, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or value <= 0 or value % multiple:
-                raise ValueError(
-                    f"`{name}`={value!r} is not supported: it must be a positive multiple of {multiple} "
-                    f"(autoencoder factor {self.vae_scale_factor} x UNet downsampling {self.unet_downsampling})"
-                )
-
-    @staticmethod
-    def _check_guidance(guidance_scale) -> None:
-        if not isinstance(guidance_scale, (int, float)) or math.isnan(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}")
-
-    def _check_mode_inputs(self, mode: str, given: dict[str, Any]) -> None:
-        """Inputs another mode takes are an error naming this model's mode and what it takes."""
-        takes = self.accepted_inputs
-        stray = [name for name, value in given.items() if value is not None and name not in takes]
-        if not stray:
-            return
-        if mode != "text" and "prompt" in takes and set(stray) & set(MODE_INPUTS["text"]):
-            raise ValueError(
-                f"{', '.join(f'`{name}`' for name in stray)} cannot be used with this model: it reads a `prompt` "
-                f"only through its layout planner (caption → boxes → {mode} map), with no text encoder"
-            )
-        if mode != "text" and set(stray) & set(MODE_INPUTS["text"]):
-            raise ValueError(
-                f"this model has no text encoder (conditioning {mode!r}): `prompt`/`negative_prompt`/"
-                "`prompt_embeds` cannot be used"
-            )
-        wanted = ", ".join(f"`{name}`" for name in takes) or "no condition (use `batch_size`)"
-        raise ValueError(
-            f"{', '.join(f'`{name}`' for name in stray)} cannot be used with this model: its conditioning is "
-            f"{mode!r}, which takes {wanted}"
-        )
-
-    def _tile_plan(self, tile_size, tile_overlap, tile_batch_size, mode: str) -> tuple[int, int, int] | None:
-        """Validate the tiling arguments; (tile, overlap, tiles per call) in latent pixels, or None."""
-        if tile_size is None:
-            if tile_overlap is not None:
-                raise ValueError("`tile_overlap` needs `tile_size`")
-            return None
-        if mode not in TILED_MODES:
-            raise ValueError(
-                f"tiled sampling is for models whose condition is a map aligned with the image {TILED_MODES}; "
-                f"this one is {mode!r}"
-            )
-        f = self.vae_scale_factor
-        multiple = f * self.unet_downsampling
-        if not isinstance(tile_size, int) or tile_size <= 0 or tile_size % multiple:
-            raise ValueError(f"`tile_size`={tile_size!r} must be a positive multiple of {multiple} pixels")
-        if tile_overlap is None:
-            tile_overlap = int(tile_size * DEFAULT_TILE_OVERLAP_FRACTION) // f * f
-        if not isinstance(tile_overlap, int) or tile_overlap < 0 or tile_overlap % f or tile_overlap >= tile_size:
-            raise ValueError(
-                f"`tile_overlap`={tile_overlap!r} must be a multiple of {f} pixels in [0, tile_size={tile_size})"
-            )
-        if not isinstance(tile_batch_size, int) or tile_batch_size < 1:
-            raise ValueError(f"`tile_batch_size` must be a positive int, got {tile_batch_size!r}")
-        return tile_size // f, tile_overlap // f, tile_batch_size
+        return conditioner.encode(prompt, device or self._execution_device)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -653,126 +267,34 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         Returns:
             :class:`ImagePipelineOutput` with ``images`` (or a tuple when ``return_dict=False``).
         """
-        mode = self.conditioning
-        device = self._execution_device
-        self._check_guidance(guidance_scale)
-        if output_type not in _OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {_OUTPUT_TYPES}, got {output_type!r}")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"`num_images_per_prompt` must be a positive int, got {num_images_per_prompt!r}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
-        tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        unknown = set(tensor_inputs) - {"latents", "noise_pred"}
-        if unknown:
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` may name 'latents' and 'noise_pred', not {unknown}"
-            )
-        self._check_mode_inputs(
-            mode,
-            {
-                "prompt": prompt,
-                "negative_prompt": negative_prompt,
-                "prompt_embeds": prompt_embeds,
-                "negative_prompt_embeds": negative_prompt_embeds,
-                "image": image,
-                "layout": layout,
-                "class_labels": class_labels,
-                "segmentation": segmentation,
-                "mask_image": mask_image,
-            },
-        )
-        if mode == "semantic" and (prompt is not None or layout is not None):
-            segmentation, num_images_per_prompt = self._plan_segmentation(
-                prompt, layout, segmentation, num_images_per_prompt, generator, height, width
-            )
-        tiles = self._tile_plan(tile_size, tile_overlap, tile_batch_size, mode)
-        guide = guidance_scale != 1.0
-        if guide and not self.guidance_supported:
-            raise ValueError(
-                f"classifier-free guidance needs an unconditional input, which {mode!r} models do not have: "
-                "use guidance_scale=1"
-            )
-
-        # y → the cross-attention context (unconditional half first when guided) or channels to stack on z_t.
-        n = num_images_per_prompt
-        context, concat, fixed_size, inpaint = None, None, None, None
-        if mode == "text":
-            batch, context = self._prepare_text_context(
-                prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, guide, n, device
-            )
-        elif mode in ("layout", "class"):
-            encode = self._encode_layout if mode == "layout" else self._encode_class_labels
-            batch, context = encode(layout if mode == "layout" else class_labels, guide, device)
-            context = context.to(device, _dtype_of(self.unet)).repeat_interleave(n, dim=0)  # (B·n or 2·B·n, L, d)
-        elif mode == "superres":
-            low_res = self._prepare_low_res(image, device)  # (B, 3, h, w)
-            batch, concat = low_res.shape[0], low_res.repeat_interleave(n, dim=0)
-        elif mode == "semantic":
-            encoded = self._encode_segmentation(segmentation, device)  # (B, C, h, w)
-            batch, concat = encoded.shape[0], encoded.repeat_interleave(n, dim=0)
-        elif mode == "inpaint":
-            condition, x, mask = self._prepare_inpaint(image, mask_image, device)
-            batch, concat = condition.shape[0], condition.repeat_interleave(n, dim=0)  # (B·n, c + 1, h, w)
-            inpaint = (x.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0))
-        else:
-            if not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
-            batch = batch_size
-        total = batch * n
-        if concat is not None:
-            fixed_size = tuple(s * self.vae_scale_factor for s in concat.shape[-2:])
-
-        default = self.unet.config.sample_size * self.vae_scale_factor
-        if fixed_size is not None:
-            for name, value, size in (("height", height, fixed_size[0]), ("width", width, fixed_size[1])):
-                if value is not None and value != size:
-                    raise ValueError(
-                        f"`{name}`={value} disagrees with the {mode!r} condition, which makes {name} {size}; "
-                        f"leave `{name}` unset"
-                    )
-            height, width = fixed_size
-        height = default if height is None else height
-        width = default if width is None else width
-        self._check_size(height, width)
-        if isinstance(generator, list) and len(generator) != total:
-            raise ValueError(f"got {len(generator)} generators for a batch of {total} images")
-
-        # z_T ~ N(0, I), scaled by the scheduler's initial sigma.
-        shape = (total, self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        dtype = _dtype_of(self.unet)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape} for these settings")
-        latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
-        latent_tiles = None if tiles is None else TileGrid(shape[-2:], *tiles[:2], device=device, dtype=dtype)
-
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        step_kwargs = {}
-        step_params = set(inspect.signature(self.scheduler.step).parameters)
-        if "eta" in step_params:
-            step_kwargs["eta"] = eta
-        if "generator" in step_params:
-            step_kwargs["generator"] = generator
-
-        scale = guidance_scale if guide else None
-        graphed = self._captured_loop(
-            latents, context, concat, scale, num_inference_steps, eta, step_kwargs,
-            eligible=latent_tiles is None and callback_on_step_end is None,
+        # 1. Check the inputs: the sampling arguments here, y by the conditioner.
+        y = {name: value for name, value in locals().items() if name in _CONDITION_ARGUMENTS}
+        conditioner = self.conditioner
+        tensor_inputs = self._check_call(
+            conditioner, y, guidance_scale, output_type, num_images_per_prompt, num_inference_steps,
+            callback_on_step_end_tensor_inputs,
         )  # fmt: skip
-        if graphed is not None:  # the whole loop, recorded once as a CUDA graph (enable_cuda_graph)
-            latents = graphed(latents, context, concat)
-        else:
-            for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-                latents, noise_pred = self._denoise_step(
-                    self.scheduler, latents, t, context, concat, scale, step_kwargs, latent_tiles, tiles
-                )
-                if callback_on_step_end is not None:
-                    local = {"latents": latents, "noise_pred": noise_pred}
-                    out = callback_on_step_end(self, i, t, {k: local[k] for k in tensor_inputs}) or {}
-                    latents = out.get("latents", latents)
+        guide = guidance_scale != 1.0
+        tiles = self._tile_plan(conditioner, tile_size, tile_overlap, tile_batch_size)
+        device = self._execution_device
 
+        # 2. Encode y: the cross-attention context (unconditional half first when guided) or channels to stack.
+        condition = conditioner.prepare(
+            y, guide=guide, num_images_per_prompt=num_images_per_prompt, batch_size=batch_size,
+            generator=generator, height=height, width=width, device=device,
+        )  # fmt: skip
+
+        # 3. z_T ~ N(0, I), scaled by the scheduler's initial sigma.
+        latents = self.prepare_latents(condition, height, width, generator, latents, device)
+        latent_tiles = None if tiles is None else (TileGrid(latents.shape[-2:], *tiles[:2], device=device), tiles[2])
+
+        # 4. Denoise: z_t → z_{t−1} over the scheduler's timesteps.
+        latents = self._denoise(
+            latents, condition, guidance_scale if guide else None, num_inference_steps, eta, generator,
+            latent_tiles, callback_on_step_end, tensor_inputs,
+        )  # fmt: skip
+
+        # 5. Decode x = D(z_0 / s) (tile by tile for a tiled call), and let the conditioner finish the image.
         if output_type == "latent":
             images = latents
         else:
@@ -780,98 +302,121 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
                 images = self.decode_latents(latents)
             else:
                 images = self.decode_latents_tiled(latents, tile_size, tile_overlap, tile_batch_size)
-            if inpaint is not None:
-                x, mask = inpaint
-                original = (x.to(images.dtype) / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W) in [0, 1]
-                mask = mask.to(images.dtype)
-                images = (1 - mask) * original + mask * images  # keep x outside the mask, x̂ inside
-            if output_type != "pt":
-                images = images.cpu().permute(0, 2, 3, 1).float().numpy()
-                if output_type == "pil":
-                    images = self.numpy_to_pil(images)
+            images = conditioner.finish(images, condition)
+
+        # 6. Postprocess to the output type.
+        images = self._postprocess(images, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
 
-    def _denoise_step(
-        self, scheduler, latents, t, context, concat, guidance_scale, step_kwargs, latent_tiles=None, tiles=None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step z_t → z_{t−1}: ε_θ on [z_t, z_t] (one batched call when guided) with the condition stacked
-        on when it is a concat, ε = ε_u + w (ε_c − ε_u), then the scheduler update. Tensor ops only (no host
-        sync), so the whole loop of them can be recorded as one CUDA graph."""
-        guide = guidance_scale is not None
-        model_input = torch.cat([latents] * 2) if guide else latents  # (B or 2B, c, h, w)
-        model_input = scheduler.scale_model_input(model_input, t)
-        if concat is not None:
-            model_input = torch.cat([model_input, concat], dim=1)  # (B, c + C_y, h, w)
-        if latent_tiles is None:
-            noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample
-        else:
-            noise_pred = latent_tiles.map(
-                lambda tile: self.unet(tile, t).sample, model_input, tiles[2]
-            )  # (B, c, h, w), blended from (k·B, c, T, T) tiles
-        if guide:
-            noise_uncond, noise_cond = noise_pred.chunk(2)
-            noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
-        latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
-        return latents, noise_pred
+    # ------------------------------------------------------------------ the steps of __call__
+    def _check_call(
+        self, conditioner, y, guidance_scale, output_type, num_images_per_prompt, num_inference_steps, tensor_inputs
+    ) -> list[str]:
+        """Validate the sampling arguments and y; returns the callback tensor names."""
+        if not isinstance(guidance_scale, (int, float)) or math.isnan(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}")
+        if output_type not in _OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {_OUTPUT_TYPES}, got {output_type!r}")
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"`num_images_per_prompt` must be a positive int, got {num_images_per_prompt!r}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
+        tensor_inputs = tensor_inputs or ["latents"]
+        unknown = set(tensor_inputs) - {"latents", "noise_pred"}
+        if unknown:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` may name 'latents' and 'noise_pred', not {unknown}"
+            )
+        conditioner.check_inputs(y)
+        if guidance_scale != 1.0 and not conditioner.guidance_supported:
+            raise ValueError(
+                f"classifier-free guidance needs an unconditional input, which {conditioner.mode!r} models do not "
+                "have: use guidance_scale=1"
+            )
+        return tensor_inputs
 
-    def _step_draws_noise(self, eta: float) -> bool:
-        """Whether the scheduler's update draws random numbers (then the loop is not replayable as a graph)."""
-        from ..schedulers import DDIMScheduler, DPMSolverMultistepScheduler, PLMSScheduler
-
-        if isinstance(self.scheduler, DDIMScheduler):
-            return eta > 0
-        return not isinstance(self.scheduler, (PLMSScheduler, DPMSolverMultistepScheduler))
-
-    def _loop_runner(self, num_inference_steps: int, guidance_scale, step_kwargs: dict, device) -> Callable:
-        """``run(latents, context, concat) -> z_0``: the loop over a private copy of the scheduler. Its device
-        tables are made once here, before any CUDA-graph capture (a host-to-device copy cannot be recorded), and
-        shared read-only by every run; each run gets its own step state, and keeps the tables alive as long as a
-        graph recorded from it."""
-        template = copy.deepcopy(self.scheduler)
-        template.set_timesteps(num_inference_steps, device=device)  # device tables made here, outside any capture
-        shared = {id(v): v for v in _tensors_in(vars(template))}  # tables are read-only: every run shares them
-        runs = []
-
-        def run(latents, context, concat):
-            scheduler = copy.deepcopy(template, memo=dict(shared))  # fresh step state, no tensor copied
-            runs.append(scheduler)  # keep what the recorded kernels read alive
-            for t in scheduler.timesteps:
-                latents, _ = self._denoise_step(scheduler, latents, t, context, concat, guidance_scale, step_kwargs)
-            return latents
-
-        return run
-
-    def _captured_loop(self, latents, context, concat, guidance_scale, steps, eta, step_kwargs, eligible: bool):
-        """The recorded loop for these inputs, or None to run the plain loop."""
-        if self._cuda_graphs is None:
+    def _tile_plan(self, conditioner, tile_size, tile_overlap, tile_batch_size) -> tuple[int, int, int] | None:
+        """Validate the tiling arguments; (tile, overlap, tiles per call) in latent pixels, or None."""
+        if tile_size is None:
+            if tile_overlap is not None:
+                raise ValueError("`tile_overlap` needs `tile_size`")
             return None
-        reason = None
-        if latents.device.type != "cuda":
-            reason = f"the pipeline runs on {latents.device.type}, not CUDA"
-        elif not eligible:
-            reason = "tiled sampling and callback_on_step_end run step by step"
-        elif self._step_draws_noise(eta):
-            reason = f"{type(self.scheduler).__name__} (eta={eta}) draws noise in its steps"
-        if reason is not None:
-            logger.warning("enable_cuda_graph: plain loop for this call: %s", reason)
-            return None
+        if not conditioner.tiled:
+            raise ValueError(
+                "tiled sampling is for models whose condition is a map aligned with the image (super-resolution, "
+                f"semantic synthesis); this one is {conditioner.mode!r}"
+            )
+        f = self.vae_scale_factor
+        return plan_tiles(tile_size, tile_overlap, tile_batch_size, f=f, multiple=conditioner.size_multiple)
 
-        def shape(x):
-            return None if x is None else tuple(x.shape)
+    def prepare_latents(self, condition: Condition, height, width, generator, latents, device) -> torch.Tensor:
+        """z_T for ``condition.batch`` images of ``height`` × ``width`` (default: the UNet's sample size, or the
+        size a map / image condition fixes), drawn or checked, times the scheduler's ``init_noise_sigma``."""
+        f, multiple = self.vae_scale_factor, self.conditioner.size_multiple
+        if condition.size is not None:
+            for name, value, size in (("height", height, condition.size[0]), ("width", width, condition.size[1])):
+                if value is not None and value != size:
+                    raise ValueError(
+                        f"`{name}`={value} disagrees with the {self.conditioning!r} condition, which makes {name} "
+                        f"{size}; leave `{name}` unset"
+                    )
+            height, width = condition.size
+        default = self.unet.config.sample_size * f
+        height = default if height is None else height
+        width = default if width is None else width
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value <= 0 or value % multiple:
+                raise ValueError(
+                    f"`{name}`={value!r} is not supported: it must be a positive multiple of {multiple} "
+                    f"(autoencoder factor {f} x UNet downsampling {self.unet_downsampling})"
+                )
+        if isinstance(generator, list) and len(generator) != condition.batch:
+            raise ValueError(f"got {len(generator)} generators for a batch of {condition.batch} images")
+        shape = (condition.batch, self.latent_channels, height // f, width // f)
+        dtype = _dtype_of(self.unet)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"`latents` has shape {tuple(latents.shape)}, expected {shape} for these settings")
+        return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
-        key = (
-            shape(latents), latents.dtype, shape(context), shape(concat), guidance_scale, steps, eta, id(self.unet),
-            type(self.scheduler).__name__, self.scheduler.config.__repr__(),
+    def _denoise(
+        self, latents, condition, guidance_scale, steps, eta, generator, tiles, callback, tensor_inputs
+    ) -> torch.Tensor:
+        """The scheduler loop: recorded as one CUDA graph when enabled and eligible, else step by step."""
+        self.scheduler.set_timesteps(steps, device=latents.device)
+        step_kwargs = {}
+        step_params = set(inspect.signature(self.scheduler.step).parameters)
+        if "eta" in step_params:
+            step_kwargs["eta"] = eta
+        if "generator" in step_params:
+            step_kwargs["generator"] = generator
+        context, concat = condition.context, condition.concat
+        graphed = self._captured_loop(
+            latents, context, concat, guidance_scale, steps, eta, step_kwargs,
+            eligible=tiles is None and callback is None,
         )  # fmt: skip
+        if graphed is not None:  # the whole loop, recorded once as a CUDA graph (enable_cuda_graph)
+            return graphed(latents, context, concat)
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            latents, noise_pred = denoise_step(
+                self.unet, self.scheduler, latents, t, context, concat, guidance_scale, step_kwargs, tiles
+            )
+            if callback is not None:
+                local = {"latents": latents, "noise_pred": noise_pred}
+                out = callback(self, i, t, {k: local[k] for k in tensor_inputs}) or {}
+                latents = out.get("latents", latents)
+        return latents
 
-        def record() -> CapturedLoop:
-            run = self._loop_runner(steps, guidance_scale, step_kwargs, latents.device)
-            return CapturedLoop(run, [latents, context, concat])
-
-        return self._cuda_graphs.get(key, record)
+    def _postprocess(self, images: torch.Tensor, output_type: str):
+        """(B, 3, H, W) in [0, 1] → numpy (B, H, W, 3) or PIL images; tensors (and latents) as they are."""
+        if output_type in ("pt", "latent"):
+            return images
+        images = images.cpu().permute(0, 2, 3, 1).float().numpy()
+        return self.numpy_to_pil(images) if output_type == "pil" else images
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -894,99 +439,13 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         not the image; with one tile covering the latent the result equals :meth:`decode_latents`.
         """
         f = self.vae_scale_factor
-        if tile_overlap is None:
-            tile_overlap = int(tile_size * DEFAULT_TILE_OVERLAP_FRACTION) // f * f
-        if tile_size % f or tile_overlap % f or not 0 <= tile_overlap < tile_size:
-            raise ValueError(f"tile size and overlap must be multiples of {f} with 0 <= overlap < size")
+        tile, overlap, per_call = plan_tiles(tile_size, tile_overlap, tile_batch_size, f=f, multiple=f)
         z = latents / self.vae.config.scaling_factor  # (B, c, h, w)
-        grid = TileGrid(z.shape[-2:], tile_size // f, tile_overlap // f, scale=f, device=z.device, dtype=z.dtype)
-        image = grid.map(lambda tile: self.vae.decode(tile.to(_dtype_of(self.vae))).sample, z, tile_batch_size)
+        grid = TileGrid(z.shape[-2:], tile, overlap, scale=f, device=z.device, dtype=z.dtype)
+        image = grid.map(lambda t: self.vae.decode(t.to(_dtype_of(self.vae))).sample, z, per_call)
         return (image / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
 
-    # ------------------------------------------------------------------ fast paths
-    def fuse_qkv_projections(self) -> None:
-        """Fuse the UNet's q/k/v (self-attention) and k/v (cross-attention) projections into single GEMMs; the
-        images and the saved weights are unchanged. :meth:`unfuse_qkv_projections` undoes it."""
-        self.unet.fuse_qkv_projections()
-
-    def unfuse_qkv_projections(self) -> None:
-        """Undo :meth:`fuse_qkv_projections`."""
-        self.unet.unfuse_qkv_projections()
-
-    def enable_compile(self, components: tuple[str, ...] = ("unet",), **torch_compile_kwargs) -> None:
-        """Compile models with ``torch.compile(fullgraph=True, **torch_compile_kwargs)``, in place.
-
-        ``components``: any of ``"unet"`` (ε_θ), ``"vae"`` (the decoder D the pipeline calls) and
-        ``"cond_encoder"`` (τ_θ). Each stays the same module (same class, state dict and ``save_pretrained``);
-        only its call goes through the compiled graph. ``fullgraph=True`` makes any graph break an error rather
-        than a silent slowdown. With :meth:`enable_cuda_graph` (which records the whole loop itself) pick a mode
-        without CUDA graphs of its own, e.g. ``mode="max-autotune-no-cudagraphs"``.
-
-        Example:
-            ```py
-            >>> pipe.enable_compile(mode="reduce-overhead")  # doctest: +SKIP
-            >>> components = ("unet", "vae", "cond_encoder")
-            >>> pipe.enable_compile(components, mode="max-autotune-no-cudagraphs")  # doctest: +SKIP
-            ```
-        """
-        targets = {
-            "unet": lambda: self.unet,
-            "vae": lambda: self.vae.decoder,
-            "cond_encoder": lambda: self.cond_encoder,
-        }
-        unknown = set(components) - set(targets)
-        if unknown:
-            raise ValueError(f"enable_compile: unknown component(s) {sorted(unknown)}; choose from {sorted(targets)}")
-        kwargs = {"fullgraph": True, **torch_compile_kwargs}
-        if self._cuda_graphs is not None and kwargs.get("mode") in COMPILE_MODES_WITH_CUDA_GRAPHS:
-            raise ValueError(
-                f"enable_cuda_graph records the loop itself: mode={kwargs['mode']!r} brings CUDA graphs of its own; "
-                "compile with mode='max-autotune-no-cudagraphs' (or none)"
-            )
-        for name in components:
-            module = targets[name]()
-            if module is None:
-                raise ValueError(f"enable_compile: this pipeline has no {name}")
-            module.compile(**kwargs)
-        self._compile_mode = kwargs.get("mode")
-
-    def enable_cuda_graph(self) -> None:
-        """Record the whole denoising loop (ε_θ calls, guidance combine, scheduler updates) as one CUDA graph
-        per input shape / step count / guidance scale, and replay it on later calls with one launch.
-
-        Applies to calls on a CUDA device whose scheduler step draws no noise (DDIM with ``eta=0``, PLMS,
-        DPM-Solver), without tiling or ``callback_on_step_end``; any other call runs the plain loop (with a
-        warning). The first call of a new shape records (slower); inputs are copied into static buffers and
-        the result is a fresh tensor. Combine with ``enable_compile(mode="max-autotune-no-cudagraphs")``.
-
-        Example:
-            ```py
-            >>> pipe = LDMPipeline.from_pretrained(path, torch_dtype=torch.bfloat16).to("cuda")  # doctest: +SKIP
-            >>> pipe.enable_cuda_graph()  # doctest: +SKIP
-            >>> image = pipe("a red circle", guidance_scale=3.0).images[0]  # records, then replays  # doctest: +SKIP
-            ```
-        """
-        if self._compile_mode in COMPILE_MODES_WITH_CUDA_GRAPHS:
-            raise ValueError(
-                f"the UNet is compiled with mode={self._compile_mode!r}, which brings its own CUDA graphs; compile "
-                "with mode='max-autotune-no-cudagraphs' (or none) before enable_cuda_graph"
-            )
-        self._cuda_graphs = GraphCache()
-
-    def disable_cuda_graph(self) -> None:
-        """Back to the plain loop; recorded graphs are freed."""
-        self._cuda_graphs = None
-
-    # Set by enable_cuda_graph(); None: the plain loop.
-    _cuda_graphs: GraphCache | None = None
-    _compile_mode: str | None = None
-
     # ------------------------------------------------------------------ loading and saving
-    # Provenance written to model_index.json and the model card (ldm_hub.hub): the Hub repo this pipeline was
-    # converted from, and what the trainer records (e.g. {"dataset": "user/shapes", "steps": 20000}).
-    base_model: str | None = None
-    training_info: dict | None = None
-
     @classmethod
     def from_pretrained(
         cls,
@@ -1004,8 +463,8 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
 
         diffusers' LDM repos (``LDMTextToImagePipeline``, ``LDMSuperResolutionPipeline``, the unconditional
         ``LDMPipeline``) are translated component by component: ``bert`` → ``cond_encoder``, ``vqvae`` →
-        ``vae``, configs and weight keys mapped to ldm_hub's models. Keyword arguments named after a
-        component (``scheduler=...``, ``unet=...``) replace it.
+        ``vae``, configs and weight keys mapped to ldm_hub's models (:mod:`ldm_hub.convert.pipeline_folder`).
+        Keyword arguments named after a component (``scheduler=...``, ``unet=...``) replace it.
 
         Example:
             ```py
@@ -1018,66 +477,23 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
         commit sha; ``cache_dir``; ``token``; ``local_files_only``, or ``HF_HUB_OFFLINE=1``, reads the cache
         only). ``variant="fp16"`` loads ``*.fp16.safetensors``; ``torch_dtype`` casts the models.
         """
-        allowed = {"vae", "unet", "scheduler", "cond_encoder", "tokenizer", "layout_planner"}
-        unknown = set(components) - allowed
-        if unknown:
-            raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; components are {sorted(allowed)}")
         hub_id = None if Path(pretrained_model_name_or_path).exists() else str(pretrained_model_name_or_path)
-        folder = _resolve_folder(
-            pretrained_model_name_or_path,
-            revision=revision,
-            cache_dir=cache_dir,
-            token=token,
-            local_files_only=local_files_only,
-        )
-        try:
-            pipe = cls._from_folder(folder, allowed, components, variant=variant, torch_dtype=torch_dtype)
-        except ModelFileError as e:
-            if hub_id is None:
-                raise
-            at = f" at revision {revision!r}" if revision else ""
-            raise ModelFileError(f"Hub repo {hub_id!r}{at}: {e}") from None
-        if hub_id is not None and pipe.base_model is None and not _is_ldm_hub_index(folder):
-            pipe.base_model = hub_id  # converted from a diffusers-format Hub repo
-        return pipe
-
-    @classmethod
-    def _from_folder(cls, folder: Path, allowed: set[str], components: dict, *, variant, torch_dtype):
-        """Build the pipeline from a folder with model_index.json, in ldm_hub's layout or diffusers'."""
-        from ..hub import read_pipeline_info
-
-        index = read_json(folder / "model_index.json")
-        pipeline_class = index.get("_class_name")
-        if isinstance(pipeline_class, list):  # ["pipeline", "LDMPipeline"]: a custom-pipeline entry (ldm_hub.hub)
-            pipeline_class = pipeline_class[-1]
-        loaded: dict[str, Any] = {}
-        for name, entry in index.items():
-            if name.startswith("_"):
-                continue
-            target = COMPONENT_RENAMES.get(name, name)
-            if target not in allowed:
-                raise ModelFileError(f"{folder / 'model_index.json'}: unknown component {name!r}")
-            if target in components:
-                continue
-            if not isinstance(entry, list) or len(entry) != 2:
-                raise ModelFileError(f"{folder / 'model_index.json'}: entry {name!r} should be [library, class]")
-            library, class_name = entry
-            if library is None or class_name is None:
-                loaded[target] = None
-                continue
-            loaded[target] = load_component(
-                folder / name, library, class_name, variant=variant, torch_dtype=torch_dtype
+        unknown = set(components) - set(PIPELINE_COMPONENTS)
+        if unknown:  # refused before any download
+            raise TypeError(
+                f"unexpected keyword argument(s) {sorted(unknown)}; components are {sorted(PIPELINE_COMPONENTS)}"
             )
-        loaded.update(components)
-        missing = {"vae", "unet", "scheduler"} - set(loaded)
-        if missing:
-            raise ModelFileError(f"{folder / 'model_index.json'} lists no {sorted(missing)}")
-        vae_entry = index.get("vqvae") or index.get("vae")
-        if pipeline_class in _UNSCALED_DIFFUSERS_PIPELINES and vae_entry and vae_entry[0] == "diffusers":
-            loaded["vae"].register_to_config(scaling_factor=1.0)
+        folder = resolve_folder(
+            pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir, token=token,
+            local_files_only=local_files_only,
+        )  # fmt: skip
+        with naming_the_repo(hub_id, revision):
+            loaded, info = read_pipeline_folder(folder, components, variant=variant, torch_dtype=torch_dtype)
         pipe = cls(**loaded)
-        for attribute, value in read_pipeline_info(index).items():
+        for attribute, value in info.items():
             setattr(pipe, attribute, value)
+        if hub_id is not None and pipe.base_model is None and not is_ldm_hub_index(folder):
+            pipe.base_model = hub_id  # converted from a diffusers-format Hub repo
         return pipe
 
     def save_pretrained(
@@ -1090,13 +506,11 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
     ) -> None:
         """Write the pipeline (model_index.json, a folder per component, safetensors) atomically.
 
-        The folder also loads with plain diffusers (``pipeline.py`` and the loader files of :mod:`ldm_hub.hub`).
-        ``variant="fp16"`` (or ``"bf16"``) writes ``*.fp16.safetensors`` weights in that dtype, leaving this
-        pipeline's own weights untouched. ``push_to_hub=True`` then pushes (``repo_id=`` defaults to the folder
-        name; other keyword arguments go to :meth:`push_to_hub`).
+        The folder also loads with plain diffusers (``pipeline.py`` and the loader files of
+        :mod:`ldm_hub.convert.pipeline_folder`). ``variant="fp16"`` (or ``"bf16"``) writes ``*.fp16.safetensors``
+        weights in that dtype, leaving this pipeline's own weights untouched. ``push_to_hub=True`` then pushes
+        (``repo_id=`` defaults to the folder name; other keyword arguments go to :meth:`push_to_hub`).
         """
-        from ..hub import cast_for_variant, clear_tokenizer_call_state, write_loader_files
-
         push_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _PUSH_ARGUMENTS}
         clear_tokenizer_call_state(self)
         with atomic_directory(save_directory) as tmp, cast_for_variant(self, variant):
@@ -1138,53 +552,3 @@ class LDMPipeline(HubMixin, DiffusionPipeline):
             tokenizer_vocab=tokenizer_vocab,
         )  # fmt: skip
         return cls(**components)
-
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_PUSH_ARGUMENTS = {
-    "repo_id",
-    "commit_message",
-    "private",
-    "token",
-    "create_pr",
-    "revision",
-    "commit_description",
-    "license",
-}
-
-
-def _is_ldm_hub_index(folder: Path) -> bool:
-    """Whether the folder's model_index.json was written by ldm_hub (its components are ldm_hub classes)."""
-    index = read_json(folder / "model_index.json")
-    return any(isinstance(v, list) and v[:1] == ["ldm_hub"] for k, v in index.items() if not k.startswith("_"))
-
-
-def _resolve_folder(name_or_path, *, revision, cache_dir, token, local_files_only) -> Path:
-    """A local folder as is; a Hub repo id downloaded (or read from the cache) with the official client."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if path.exists() or not _REPO_ID.match(str(name_or_path)):
-        raise ModelFileError(f"model folder not found: {name_or_path}")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    from ..hub import describe_hub_error
-
-    kwargs = {"revision": revision, "cache_dir": cache_dir, "token": token}
-    if local_files_only is not None:
-        kwargs["local_files_only"] = local_files_only
-    try:
-        folder = Path(snapshot_download(str(name_or_path), **kwargs))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
-        raise ModelFileError(
-            f"{name_or_path!r} is not a local folder; {describe_hub_error(e, str(name_or_path), revision)}"
-        ) from None
-    if not (folder / "model_index.json").is_file():
-        at = f" at revision {revision!r}" if revision else ""
-        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        raise ModelFileError(
-            f"Hub repo {str(name_or_path)!r}{at} has no model_index.json, so it is not a pipeline repo "
-            f"(it holds {files[:8]})"
-        )
-    return folder

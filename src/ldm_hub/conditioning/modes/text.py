@@ -1,0 +1,120 @@
+"""Text-to-image: y = a caption, τ_θ(y) = a text encoder's hidden states, cross-attended by ε_θ (paper §4.3.1)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..base import TEXT_INPUTS, Condition, Conditioner, _dtype_of
+from ..inputs import as_prompt_list
+
+
+def text_max_length(cond_encoder, tokenizer) -> int:
+    """Token sequence length: the encoder's position table (``max_position_embeddings``), or the tokenizer's
+    ``model_max_length`` when that is shorter (never a literal)."""
+    config = getattr(cond_encoder, "config", None)
+    lengths = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    lengths = [int(n) for n in lengths if n and n < 1e6]
+    if not lengths:
+        raise ValueError("cannot tell the text length: neither the encoder config nor the tokenizer gives one")
+    return min(lengths)
+
+
+class TextConditioner(Conditioner):
+    """A text tokenizer + τ_θ (LDMBert or any transformers encoder); guidance's unconditional input is ``""`` (or
+    ``negative_prompt``). A cross-attention UNet loaded without its encoder takes precomputed ``prompt_embeds``."""
+
+    mode = "text"
+    key = "crossattn"
+    inputs = TEXT_INPUTS
+    pipeline_tag = "text-to-image"
+    tab_title, api_name = "Text → image", "text_to_image"
+    training_columns = {"caption": "caption_column"}
+
+    @classmethod
+    def matches(cls, vae, unet, cond_encoder, tokenizer) -> bool:
+        if cond_encoder is None:  # embeddings only: a cross-attention UNet without its encoder
+            return getattr(unet.config, "cross_attention_dim", None) is not None
+        return True  # any sequence encoder the other cross-attention modes do not claim (tried first)
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.cond_encoder is not None and self.tokenizer is not None
+
+    @property
+    def max_length(self) -> int:
+        return text_max_length(self.cond_encoder, self.tokenizer)
+
+    @torch.no_grad()
+    def encode(self, prompt: str | list[str], device) -> torch.Tensor:
+        """τ_θ(y): tokenize ``prompt`` to the encoder's length and return its hidden states, (B, L, d)."""
+        if not self.has_encoder:
+            raise ValueError(
+                "this model has no text encoder (cond_encoder/tokenizer are None): pass `prompt_embeds` "
+                "(precomputed τ_θ(y)) instead of `prompt`"
+            )
+        prompts = as_prompt_list(prompt)
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+        )
+        hidden = self.cond_encoder(tokens.input_ids.to(device))[0]  # (B, L, d)
+        return hidden.to(self.dtype)
+
+    def prepare(self, y, *, guide, num_images_per_prompt, device, **_) -> Condition:
+        prompt, negative_prompt, prompt_embeds, negative_prompt_embeds = (y.get(name) for name in TEXT_INPUTS)
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("pass either `prompt` or `prompt_embeds`, not both")
+        if prompt is None and prompt_embeds is None:
+            raise ValueError("this model is text-conditioned: pass `prompt` (or `prompt_embeds`)")
+        if prompt is not None and not isinstance(prompt, (str, list)):
+            raise TypeError(f"`prompt` must be a str or a list of str, got {type(prompt).__name__}")
+        if prompt_embeds is None:
+            prompt_embeds = self.encode(prompt, device)
+        elif prompt_embeds.ndim != 3:
+            raise ValueError(f"`prompt_embeds` must have shape (batch, length, dim), got {tuple(prompt_embeds.shape)}")
+        batch = prompt_embeds.shape[0]
+        n = num_images_per_prompt
+        context = prompt_embeds.to(device, self.dtype).repeat_interleave(n, dim=0)  # (B·n, L, d)
+        if guide:
+            if negative_prompt is not None and negative_prompt_embeds is not None:
+                raise ValueError("pass either `negative_prompt` or `negative_prompt_embeds`, not both")
+            if negative_prompt_embeds is None:
+                negative_prompt = "" if negative_prompt is None else negative_prompt
+                if isinstance(negative_prompt, str):
+                    negative_prompt = [negative_prompt] * batch
+                if len(negative_prompt) != batch:
+                    raise ValueError(
+                        f"`negative_prompt` has {len(negative_prompt)} entries but the batch has {batch} prompts"
+                    )
+                negative_prompt_embeds = self.encode(negative_prompt, device)
+            if negative_prompt_embeds.shape != prompt_embeds.shape:
+                raise ValueError(
+                    f"`negative_prompt_embeds` shape {tuple(negative_prompt_embeds.shape)} differs from "
+                    f"`prompt_embeds` shape {tuple(prompt_embeds.shape)}"
+                )
+            uncond = negative_prompt_embeds.to(device, self.dtype).repeat_interleave(n, dim=0)
+            context = torch.cat([uncond, context])  # (2·B·n, L, d): one batched UNet call per step
+        return Condition(batch=batch * n, context=context)
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def training_encode(cls, cond_encoder, y):
+        return cond_encoder(y)[0], None  # τ_θ(token ids): (B, L, d)
+
+    def training_inputs(self, batch, drop, *, train_encoder, device, autocast) -> dict:
+        captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
+        ids = self.tokenizer(
+            captions, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(device)
+        if train_encoder:
+            return {"encode": self.training_encode, "y": ids}
+        with torch.no_grad(), autocast():
+            return {"context": self.cond_encoder(ids)[0]}
+
+    def sample_kwargs(self, batch) -> dict:
+        return {"prompt": list(batch["caption"])}
+
+    def usage(self, latent, pixels):
+        return "", '"a red circle and a blue square", guidance_scale=3.0, '
+
+
+__all__ = ["TextConditioner", "text_max_length", "_dtype_of"]
