@@ -30,11 +30,13 @@ class PLMSScheduler(DiscreteScheduler):
     """The PLMS sampler of CompVis LDM / Stable Diffusion (PNDM's linear multistep part, no Runge–Kutta warm-up).
 
     It equals diffusers' ``PNDMScheduler(skip_prk_steps=True)`` step for step, timesteps included: for S steps
-    ``timesteps`` has S + 1 entries, the second one repeated. The first step is a plain transfer from τ_1 to
-    τ_1 − δ (δ = T//S); the second, at the repeated timestep, redoes that interval with the mean of the two ε's
-    (a pseudo improved-Euler / Heun step, crowsonkb's CompVis PLMS start); later steps combine the last 2, 3,
-    then 4 ε's with Adams–Bashforth weights (PNDM eq. 12) and move along the DDIM transfer φ (PNDM eq. 9).
-    ``skip_prk_steps`` is kept in the config (always True) so diffusers reads the config as this sampler.
+    ``timesteps`` has S + 1 entries, the second one repeated. Each step goes from its timestep t to t − δ
+    (δ = T//S), the first of a loop with its own ε; the second, at the next timestep, redoes the first interval
+    with the mean of the two ε's (a pseudo improved-Euler / Heun step, crowsonkb's CompVis PLMS start); later
+    steps combine the last 2, 3, then 4 ε's with Adams–Bashforth weights (PNDM eq. 12) and move along the DDIM
+    transfer φ (PNDM eq. 9). As in diffusers, the loop is counted from the first ``step`` after
+    ``set_timesteps``, so ``for t in timesteps[k:]`` starts part-way. ``skip_prk_steps`` is kept in the config
+    (always True) so diffusers reads the config as this sampler.
 
     Config fields mean what they mean in diffusers' ``PNDMScheduler`` (same names and defaults). As there,
     "v_prediction" outputs are combined across steps first and converted to ε at the current step.
@@ -63,6 +65,8 @@ class PLMSScheduler(DiscreteScheduler):
         torch.Size([1, 4, 8, 8])
     """
 
+    _diffusers_name = "PNDMScheduler"
+
     @register_to_config
     def __init__(
         self,
@@ -84,67 +88,33 @@ class PLMSScheduler(DiscreteScheduler):
             )
         self._init_schedule(
             num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, prediction_type, timestep_spacing,
-            prediction_types=("epsilon", "v_prediction"),
+            prediction_types=("epsilon", "v_prediction"), set_alpha_to_one=set_alpha_to_one,
         )  # fmt: skip
         self._pin_config("skip_prk_steps")  # diffusers' PNDMScheduler defaults it to False
-        self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
         self._eps_history: list[torch.Tensor] = []
         self._first_sample: torch.Tensor | None = None
+        self.counter = 0
 
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
-        """The S + 1 PLMS timesteps (second one repeated) and the ᾱ table on ``device``; clears the ε history."""
-        self._check_num_inference_steps(num_inference_steps)
+        """The S + 1 PLMS timesteps (second one repeated) and the ᾱ table on ``device``; starts a new loop."""
+        self._check_timestep_args(num_inference_steps, None)
         self.num_inference_steps = num_inference_steps
         cfg = self.config
         grid = spaced_timesteps(cfg.num_train_timesteps, num_inference_steps, cfg.timestep_spacing, cfg.steps_offset)
         timesteps = np.concatenate([grid[:1], grid[1:2], grid[1:]])  # τ_1, τ_2, τ_2, τ_3, …, τ_S
         self._set_timestep_list(timesteps, device)
-        self._device = device
         self._eps_history = []
         self._first_sample = None
-        self._build_tables()
-
-    def set_begin_index(self, begin_index: int = 0) -> None:
-        """Start the next loop at ``timesteps[begin_index]``; the improved-Euler step moves with it."""
-        super().set_begin_index(begin_index)
-        self._build_tables()
-
-    def _build_tables(self) -> None:
-        """Transfer coefficients of every position of ``timesteps`` for the loop starting at ``begin_index``.
-
-        The step at position p goes from t_p to t_p − δ, except the loop's second step, which redoes its first
-        interval (t_p + δ → t_p). Below t = 0 the chain ends at ``final_alpha_cumprod``.
-        """
-        T, begin = self.config.num_train_timesteps, self._begin_index or 0
-        stride = T // self.num_inference_steps  # δ
-        t_from, t_to = [], []
-        for p, t in enumerate(self._timestep_list):
-            start, end = (t + stride, t) if p - begin == 1 else (t, t - stride)
-            t_from.append(start)
-            t_to.append(end if end >= 0 else T)
-        alpha_bar_ext = torch.cat([self.alphas_cumprod, self.final_alpha_cumprod.reshape(1)])  # [T] = final ᾱ
-        alpha_bar, alpha_bar_prev = alpha_bar_ext[torch.tensor(t_from)], alpha_bar_ext[torch.tensor(t_to)]
-        # φ(x_t, e', t, t − δ) = sample_coef x_t − eps_coef e'   (PNDM eq. 9)
-        eps_denominator = (
-            alpha_bar * (1 - alpha_bar_prev) ** 0.5 + (alpha_bar * (1 - alpha_bar) * alpha_bar_prev).sqrt()
-        )
-        tables = {
-            "sample_coef": (alpha_bar_prev / alpha_bar) ** 0.5,
-            "eps_coef": (alpha_bar_prev - alpha_bar) / eps_denominator,
-            "sqrt_alpha_bar": alpha_bar**0.5,
-            "sqrt_one_minus_alpha_bar": (1 - alpha_bar) ** 0.5,
-        }
-        self._tables = {k: v.to(self._device) for k, v in tables.items()}
+        self.counter = 0
 
     def step(
         self,
         model_output: torch.Tensor,
         timestep: int | torch.Tensor,
         sample: torch.Tensor,
-        generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple:
-        """One PLMS step x_t → x_{t−δ} (PNDM eq. 9 and 12). ``generator`` is unused (the sampler is deterministic).
+        """One PLMS step x_t → x_{t−δ} (PNDM eq. 9 and 12); deterministic.
 
         | variable             | PNDM paper                                                        |
         |----------------------|-------------------------------------------------------------------|
@@ -152,27 +122,32 @@ class PLMSScheduler(DiscreteScheduler):
         | model_output         | ε_θ(x_t, t) (or v, see prediction_type)                           |
         | eps_history          | e_t, e_{t+δ}, e_{t+2δ}, e_{t+3δ}: the last four ε predictions       |
         | eps_prime            | e'_t = (55 e_t − 59 e_{t+δ} + 37 e_{t+2δ} − 9 e_{t+3δ})/24  (eq. 12; lower first) |
-        | alpha_bar, alpha_bar_prev | ᾱ_t, ᾱ_{t−δ}                                                |
+        | alpha_bar, alpha_bar_prev | ᾱ_t, ᾱ_{t−δ} (the final ᾱ when t − δ < 0)                    |
         | prev_sample          | x_{t−δ} = φ(x_t, e'_t, t, t−δ)                                   (eq. 9)   |
         |                      | = √(ᾱ_{t−δ}/ᾱ_t) x_t − (ᾱ_{t−δ} − ᾱ_t) e'_t / (ᾱ_t√(1−ᾱ_{t−δ}) + √(ᾱ_t(1−ᾱ_t)ᾱ_{t−δ}))
         | pred_original_sample | x̂_0 = (x_t − √(1−ᾱ_t) e'_t)/√ᾱ_t                                  |
 
-        Steps 1–2 warm up: step 1 transfers with e_{τ_1}; step 2 (the repeated timestep) restarts from x_{τ_1}
-        with (e_{τ_1} + e_{τ_2})/2, a pseudo improved-Euler step (CompVis PLMS). Its ε at the Euler point is not
-        kept in the history. ``timestep`` must be ``timesteps[step_index]`` (checked when host-readable).
+        Steps 1–2 of a loop warm up: step 1 transfers with its own ε; step 2 restarts from step 1's x_t and
+        goes from t + δ to t with the mean of the two ε's, a pseudo improved-Euler step (CompVis PLMS). Its ε at
+        the Euler point is not kept in the history. ``timestep`` is any timestep of the schedule (a Python int, a
+        host tensor or an element of ``timesteps``); one outside it is refused.
         Returns ``SchedulerOutput(prev_sample, pred_original_sample)`` or that tuple.
         """
-        i = self._begin_step(timestep)
-        counter = i - (self._begin_index or 0)  # steps taken in this loop
-        tab = {k: v[i] for k, v in self._tables.items()}  # 0-d tensors of step i (indexing: no device sync)
+        if self.num_inference_steps is None:
+            raise ValueError("PLMSScheduler: call set_timesteps(num_inference_steps) before step()")
+        t = self._begin_step(timestep)
+        position = self._position(t, timestep)  # refuses a t outside the schedule
+        delta = self.config.num_train_timesteps // self.num_inference_steps  # δ
+        t_from, t_to = (t + delta, t) if self.counter == 1 else (t, t - delta)
+        self._check_in_range(t_from)
 
-        if counter == 1:  # the improved-Euler correction: redo τ_1 → τ_1 − δ from the saved x_{τ_1}
+        if self.counter == 1:  # the improved-Euler correction: redo the first interval from the saved x_t
             eps_prime = (model_output + self._eps_history[-1]) / 2
             sample = self._first_sample
             self._first_sample = None
         else:
             self._eps_history = [*self._eps_history[-(HISTORY - 1) :], model_output]
-            if counter == 0:
+            if self.counter == 0:
                 self._first_sample = sample
             n = len(self._eps_history)
             if n == 1:
@@ -182,15 +157,22 @@ class PLMSScheduler(DiscreteScheduler):
                 combined = sum(w * e for w, e in zip(weights, reversed(self._eps_history)))
                 eps_prime = combined / denominator  # e'_t, (B, C, H, W)
 
-        alpha, sigma = tab["sqrt_alpha_bar"], tab["sqrt_one_minus_alpha_bar"]  # √ᾱ_t, √(1 − ᾱ_t)
+        alpha_bar, alpha_bar_prev = self._alpha_bar(t_from), self._alpha_bar(t_to)  # 0-d, no device sync
+        alpha, sigma = alpha_bar**0.5, (1 - alpha_bar) ** 0.5  # √ᾱ_t, √(1 − ᾱ_t)
         if self.config.prediction_type == "v_prediction":  # v → ε at this step's x_t (as diffusers does)
             _, eps_prime = convert_prediction(eps_prime, sample, alpha, sigma, "v_prediction")
 
         # φ(x_t, e', t, t − δ): the DDIM (η = 0) transfer in the form of PNDM eq. 9
-        prev_sample = tab["sample_coef"] * sample - tab["eps_coef"] * eps_prime  # x_{t−δ}, (B, C, H, W)
+        eps_denominator = (
+            alpha_bar * (1 - alpha_bar_prev) ** 0.5 + (alpha_bar * (1 - alpha_bar) * alpha_bar_prev) ** 0.5
+        )
+        prev_sample = (alpha_bar_prev / alpha_bar) ** 0.5 * sample - (
+            alpha_bar_prev - alpha_bar
+        ) * eps_prime / eps_denominator  # x_{t−δ}, (B, C, H, W)
         pred_original_sample = (sample - sigma * eps_prime) / alpha  # x̂_0
 
-        self._end_step()
+        self.counter += 1
+        self._step_index = position + 1
         if not return_dict:
             return prev_sample, pred_original_sample
         return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
