@@ -453,6 +453,20 @@ def test_cli_convert_autoencoder_and_ldm(celebahq, tmp_path, capsys):
     _report("cli", diffs)
 
 
+def test_convert_single_file_takes_the_pipeline_class(celebahq, tmp_path):
+    """The converter never imports the pipeline: a full LDM needs the caller's class, and is refused without."""
+    from ldm_hub.convert.compvis import convert_single_file
+
+    config, _, ckpt = celebahq
+    ldm_yaml = _write_yaml(config, tmp_path / "celebahq.yaml")
+    with pytest.raises(TypeError, match="pass the class that assembles it, pipeline_class=ldm_hub.LDMPipeline"):
+        convert_single_file(ckpt, ldm_yaml, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    written = convert_single_file(ckpt, ldm_yaml, tmp_path / "out", pipeline_class=LDMPipeline)
+    assert written == "LDMPipeline folder (unconditional model)"
+    assert LDMPipeline.from_pretrained(tmp_path / "out").conditioning == "unconditional"
+
+
 def test_cli_convert_refuses_unsafe_pickle(celebahq, tmp_path, capsys):
     config, original, _ = celebahq
     path = _ckpt_with_callback(original, tmp_path / "lightning.ckpt")

@@ -29,9 +29,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..convert.compvis import convert_single_file
+    from ..pipelines.ldm_pipeline import LDMPipeline
 
+    # the converter returns components; the pipeline class that assembles and saves them is the caller's
     written = convert_single_file(
-        args.checkpoint, args.original_config, args.output, use_ema=args.ema,
+        args.checkpoint, args.original_config, args.output, pipeline_class=LDMPipeline, use_ema=args.ema,
         allow_unsafe_pickle=args.allow_unsafe_pickle, tokenizer_vocab=args.tokenizer_vocab,
     )  # fmt: skip
     print(f"wrote {args.output}: {written}")
