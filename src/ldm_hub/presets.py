@@ -404,19 +404,38 @@ _ALL: list[Preset] = [
         num_attention_heads=2,
         cond_encoder="ldmbert-tiny",
     ),
-    *(
-        _model(
-            f"unet-{what}-tiny",
-            "unet",
-            "LDMUNet",
-            f"unet-{what}-shapes at test size",
-            **_TINY_UNET,
-            attention_levels=(False, True),
-            attention_head_dim=16,
-            **_SELF_ATTENTION,
-            cond_encoder="ldmbert-tiny",
-        )
-        for what in ("superres", "semantic", "unconditional")
+    _model(
+        "unet-superres-tiny",
+        "unet",
+        "LDMUNet",
+        "unet-superres-shapes at test size",
+        **_TINY_UNET,
+        attention_levels=(False, True),
+        attention_head_dim=16,
+        **_SELF_ATTENTION,
+        cond_encoder="ldmbert-tiny",
+    ),
+    _model(
+        "unet-semantic-tiny",
+        "unet",
+        "LDMUNet",
+        "unet-semantic-shapes at test size",
+        **_TINY_UNET,
+        attention_levels=(False, True),
+        attention_head_dim=16,
+        **_SELF_ATTENTION,
+        cond_encoder="ldmbert-tiny",
+    ),
+    _model(
+        "unet-unconditional-tiny",
+        "unet",
+        "LDMUNet",
+        "unet-unconditional-shapes at test size",
+        **_TINY_UNET,
+        attention_levels=(False, True),
+        attention_head_dim=16,
+        **_SELF_ATTENTION,
+        cond_encoder="ldmbert-tiny",
     ),
     # ---- τ_θ (LDMBertModel) trained from scratch for text and layout; vocab_size and max_position_embeddings come
     # from the tokenizer
@@ -449,12 +468,18 @@ assert len(REGISTRY) == len(_ALL), "two presets share a name"
 
 # Old names → current names. The UNets were "<size>-<what>" and the encoders keyed by size alone.
 ALIASES: dict[str, str] = {
-    **{
-        f"{size}-{what}": f"unet-{what}-{size}"
-        for size in SIZES
-        for what in ("text", "layout", "superres", "semantic", "unconditional")
-    },
-    **{size: f"ldmbert-{size}" for size in SIZES},
+    "shapes-text": "unet-text-shapes",
+    "shapes-layout": "unet-layout-shapes",
+    "shapes-superres": "unet-superres-shapes",
+    "shapes-semantic": "unet-semantic-shapes",
+    "shapes-unconditional": "unet-unconditional-shapes",
+    "tiny-text": "unet-text-tiny",
+    "tiny-layout": "unet-layout-tiny",
+    "tiny-superres": "unet-superres-tiny",
+    "tiny-semantic": "unet-semantic-tiny",
+    "tiny-unconditional": "unet-unconditional-tiny",
+    "shapes": "ldmbert-shapes",
+    "tiny": "ldmbert-tiny",
 }
 
 
