@@ -212,20 +212,23 @@ def test_step_shape_and_dtype(cls, dtype):
 @ids
 def test_step_shape_at_timesteps_0_and_1(cls):
     """diffusers' test_step_shape steps at t = 0 and 1: DDPM before set_timesteps, DDIM at any t; the multistep
-    schedulers take those timesteps when their schedule has them (custom timesteps for DPM-Solver)."""
-    scheduler = cls()
+    schedulers at 1 and 0 of a schedule that has them (PLMS, whose schedule has 2 and 0 but not 1, refuses 1)."""
+    scheduler, timesteps = cls(), (0, 1)
     if cls is DDIMScheduler:
         scheduler.set_timesteps(10)
     elif cls is PLMSScheduler:
-        scheduler = cls(timestep_spacing="leading")
-        scheduler.set_timesteps(500)  # δ = 2: timesteps …, 4, 2, 0; 1 is not among them
-        scheduler.step(0.1 * dummy_sample(), 2, dummy_sample())
+        scheduler.set_timesteps(500)  # "leading", δ = 2: …, 4, 2, 0
+        timesteps = (2, 0)
     elif cls is DPMSolverMultistepScheduler:
         scheduler.set_timesteps(timesteps=[1, 0])
+        timesteps = (1, 0)
     sample = dummy_sample()
-    for t in (1, 0) if cls is DPMSolverMultistepScheduler else (0, 1) if cls is not PLMSScheduler else (0,):
+    for t in timesteps:
         out = scheduler.step(model_output(scheduler, sample), t, sample, **step_kwargs(scheduler)).prev_sample
         assert out.shape == sample.shape
+    if cls is PLMSScheduler:
+        with pytest.raises(ValueError, match="timestep=1 is not in this schedule"):
+            scheduler.step(sample, 1, sample)
 
 
 @pytest.mark.parametrize("cls,config", CONFIG_VARIANTS, ids=lambda v: getattr(v, "__name__", None) or str(len(v)))
