@@ -1,15 +1,20 @@
-"""``ldm-hub demo``: serve the Gradio demo (the app itself is :mod:`ldm_hub.demo`, shipped in the package)."""
+"""``ldm-hub demo``: serve the Gradio demo (the app itself is :mod:`ldm_hub.demo`, shipped in the package).
+
+The demo's options live here, with the rest of the command line: :func:`add_arguments` for ``ldm-hub demo`` and
+:func:`main` for ``python demo/app.py`` (the Space entry point), both ending in :func:`ldm_hub.demo.serve`."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
+from collections.abc import Sequence
+
+from ..options import DTYPES
 
 
 def add_arguments(parser) -> None:
     """The demo's options; shared by ``ldm-hub demo`` and ``python demo/app.py``."""
-    from .generate import DTYPES
-
     parser.add_argument(
         "--model",
         action="append",
@@ -47,3 +52,18 @@ def run(args) -> int:
     from ..demo import serve
 
     return serve(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python demo/app.py [--model M ...] [--port P] [--share]``: the same options as ``ldm-hub demo``."""
+    from ..demo import serve
+    from ..loading import ModelFileError
+
+    parser = argparse.ArgumentParser(prog="app.py", description="The ldm_hub Gradio demo.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return serve(args)
+    except (ValueError, TypeError, ModelFileError) as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2

@@ -14,21 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "plms": "PLMSScheduler",
-    "ddpm": "DDPMScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-}
-
-DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
+from ..options import DTYPES, SCHEDULERS, scheduler_class
 
 
 def add_parser(sub) -> None:
@@ -170,8 +156,7 @@ def run(args) -> int:
         print(f"using the shipped default {task} model ({model})")
     pipe = LDMPipeline.from_pretrained(model)
     if args.scheduler:
-        cls = getattr(ldm_hub, SCHEDULERS[args.scheduler])
-        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+        pipe.scheduler = scheduler_class(args.scheduler).from_config(pipe.scheduler.config)
     pipe.to(args.device, getattr(torch, DTYPES[args.dtype]))
     if args.prompt is not None:
         kwargs["prompt"] = args.prompt
