@@ -186,7 +186,10 @@ class _ImportVisitor(ast.NodeVisitor):
             return
         parents = target.split(".")
         chain = [".".join(parents[:i]) for i in range(1, len(parents) + 1)]  # importing a.b.c runs a and a.b
+        own_packages = {".".join(self.module.name.split(".")[:i]) for i in range(1, self.module.name.count(".") + 1)}
         for name in chain:
+            if name in own_packages:  # already imported before this module runs: no dependency of its own
+                continue
             edge = Edge(self.module.name, name, node.lineno, self._where(), kind)
             if any((self.module.name, f) in UPWARD_ENTRY_POINTS for f in self.functions):
                 self.graph.excepted.append(edge)
