@@ -76,7 +76,7 @@ def test_rasterize_and_layout_errors():
     assert ids[6, 6] == 1 and ids[0, 0] == 2 and ids[0, 7] == 0 and m.mode == "L"
     with pytest.raises(ValueError, match=r"object 0 label 'green circle' is not one of the 2 categories"):
         layout_to_segmentation([{"label": "green circle", "box": [0, 0, 1, 1]}], (8, 8), planner.labels)
-    with pytest.raises(ValueError, match=r"object 0 box \[0, 0, 1.5, 1\] must be"):
+    with pytest.raises(ValueError, match=r"object 0 box \[0, 0, 1.5, 1\] is outside \[0, 1\]"):
         layout_to_segmentation([{"label": "red circle", "box": [0, 0, 1.5, 1]}], (8, 8), planner.labels)
 
 

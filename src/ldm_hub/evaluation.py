@@ -36,7 +36,8 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,6 @@ import PIL.Image
 
 from .data.shapes import COLORS, FILL_RATIO
 
-TASKS = ("text", "layout", "superres", "autoencoder")
 # Held-out rows: the training commands use seed 0 by default; evaluation draws scenes from another stream.
 HELD_OUT_SEED = 1_000_003
 # Smallest component counted as an object, as a fraction of the image area (the smallest dataset shape, a
@@ -55,12 +55,7 @@ SATURATION_FRACTION = 0.5
 # At most this many detections (largest first) enter the box matching.
 MAX_MATCHED_DETECTIONS = 8
 
-THRESHOLDS = {
-    "text": {"accuracy": 0.80},
-    "layout": {"mean_iou": 0.85, "label_accuracy": 0.90},
-    "superres": {"psnr_gain_over_bicubic": 3.0, "shape_accuracy": 0.95},
-    "autoencoder": {"psnr": 30.0},
-}
+AUTOENCODER_THRESHOLDS = {"psnr": 30.0}
 
 
 # ---------------------------------------------------------------------------------------------- image analysis
@@ -243,6 +238,40 @@ def score_superres(originals, low_res, outputs) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class GenerationTask:
+    """What one generation task reads from a held-out row, the ``__call__`` argument it feeds, and its bars."""
+
+    column: str  # the held-out row's key that carries y
+    argument: str  # the pipeline argument it feeds (a model takes the task when it accepts this argument)
+    score: Callable[[list[dict], list], dict]
+    thresholds: dict[str, float]
+    guided: bool = True  # the guidance scale applies (cross-attention conditions)
+
+
+# The tasks scored by generation (the names are the conditioning modes they exercise); ``autoencoder`` scores
+# reconstructions.
+GENERATION_TASKS = {
+    "text": GenerationTask(
+        "caption", "prompt", lambda rows, out: score_text([r["caption"] for r in rows], out), {"accuracy": 0.80}
+    ),
+    "layout": GenerationTask(
+        "layout", "layout", lambda rows, out: score_layout([r["layout"] for r in rows], out),
+        {"mean_iou": 0.85, "label_accuracy": 0.90},
+    ),
+    "superres": GenerationTask(
+        "low_res", "image",
+        lambda rows, out: score_superres([r["image"] for r in rows], [r["low_res"] for r in rows], out),
+        {"psnr_gain_over_bicubic": 3.0, "shape_accuracy": 0.95}, guided=False,
+    ),
+}  # fmt: skip
+TASKS = (*GENERATION_TASKS, "autoencoder")
+THRESHOLDS = {
+    **{name: task.thresholds for name, task in GENERATION_TASKS.items()},
+    "autoencoder": AUTOENCODER_THRESHOLDS,
+}
+
+
 def check_thresholds(task: str, metrics: dict) -> dict:
     """``{metric: {"value", "threshold", "passed"}}`` for the bars of ``task``."""
     return {
@@ -309,8 +338,8 @@ def evaluate(
     """
     import torch
 
+    from .conditioning.layout_planner import layout_to_segmentation
     from .data.shapes import LABELS, make_shapes_dataset
-    from .training.data import layout_to_segmentation
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
@@ -321,57 +350,51 @@ def evaluate(
     start = time.perf_counter()
     outputs: list[PIL.Image.Image] = []
     batches = range(0, num_samples, batch_size)
-    if task == "autoencoder":
+    generation = GENERATION_TASKS.get(task)
+    if generation is None:  # the autoencoder: reconstructions
         vae = load_autoencoder(model).to(device).eval()
         for b in batches:
             outputs += reconstruct(vae, [r["image"] for r in rows[b : b + batch_size]])
+        metrics = {"psnr": float(np.mean([psnr(o, r["image"]) for o, r in zip(outputs, rows)]))}
     else:
         from .pipelines.ldm_pipeline import LDMPipeline
 
         pipe = LDMPipeline.from_pretrained(model).to(device)
         pipe.set_progress_bar_config(disable=True)
-        expected = {"text": ("text",), "layout": ("layout", "semantic"), "superres": ("superres",)}[task]
-        if pipe.conditioning not in expected and task not in pipe.tasks:
+        # A semantic-map model without a planner takes the boxes drawn as its index map.
+        draw_boxes = generation.argument not in pipe.accepted_inputs and "segmentation" in pipe.accepted_inputs
+        draw_boxes = draw_boxes and generation.column == "layout"
+        if generation.argument not in pipe.accepted_inputs and not draw_boxes:
             raise ValueError(
-                f"{model} is a {pipe.conditioning!r} model; --task {task} needs a "
-                f"{' or '.join(repr(e) for e in expected)} model"
+                f"{model} is a {pipe.conditioning!r} model; --task {task} needs a {task!r} model (one that takes "
+                f"`{generation.argument}`; this one takes {list(pipe.accepted_inputs)})"
             )
         guidance = {"guidance_scale": guidance_scale} if pipe.guidance_supported else {}
         for b in batches:
             chunk = rows[b : b + batch_size]
             generators = [torch.Generator(device).manual_seed(seed + b + i) for i in range(len(chunk))]
             kwargs = dict(num_inference_steps=steps, generator=generators, output_type="np")
-            if task == "text":  # the caption only (a semantic-map model plans the boxes itself)
-                kwargs.update(prompt=[r["caption"] for r in chunk], **guidance)
-            elif task == "layout" and "layout" in pipe.accepted_inputs:
-                kwargs.update(layout=[r["layout"] for r in chunk], **guidance)
-            elif task == "layout" and pipe.conditioning == "semantic":  # boxes drawn as a segmentation map
+            if draw_boxes:
                 kwargs["segmentation"] = [layout_to_segmentation(r["layout"], r["image"].size, LABELS) for r in chunk]
             else:
-                kwargs.update(image=[r["low_res"] for r in chunk])
+                kwargs.update({generation.argument: [r[generation.column] for r in chunk]})
+                kwargs.update(guidance if generation.guided else {})
             outputs += [_to_pil(a) for a in pipe(**kwargs).images]
             if progress:
                 print(f"  {min(b + batch_size, num_samples)}/{num_samples} images", flush=True)
+        metrics = generation.score(rows, outputs)
     seconds = time.perf_counter() - start
 
-    if task == "text":
-        metrics = score_text([r["caption"] for r in rows], outputs)
-    elif task == "layout":
-        metrics = score_layout([r["layout"] for r in rows], outputs)
-    elif task == "superres":
-        metrics = score_superres([r["image"] for r in rows], [r["low_res"] for r in rows], outputs)
-    else:
-        metrics = {"psnr": float(np.mean([psnr(o, r["image"]) for o, r in zip(outputs, rows)]))}
     if save_images:
         folder = Path(save_images)
         folder.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(outputs):
             image.save(folder / f"{i:04d}.png")
     settings = {"model": str(model), "task": task, "num_samples": num_samples, "seed": seed, "data_seed": data_seed}
-    if task != "autoencoder":
+    if generation is not None:
         settings["steps"] = steps
-    if task in ("text", "layout"):
-        settings["guidance_scale"] = guidance_scale
+        if generation.guided:
+            settings["guidance_scale"] = guidance_scale
     result = {
         **settings,
         "metrics": metrics,

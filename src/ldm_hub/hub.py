@@ -75,48 +75,12 @@ from .convert.pipeline_folder import (  # noqa: F401  (re-exported: the folder f
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
-# The Hub's task for each conditioning mode (the Hub has no class- or layout-conditional task: a class label
-# takes no text or image input, a layout is a structured description of the objects).
-PIPELINE_TAGS = {
-    "text": "text-to-image",
-    "layout": "text-to-image",
-    "superres": "image-to-image",
-    "semantic": "image-to-image",
-    "inpaint": "image-to-image",
-    "class": "unconditional-image-generation",
-    "unconditional": "unconditional-image-generation",
-}
 
-
-# ---------------------------------------------------------------------------------------------- model card
 def usage_snippet(pipe: LDMPipeline, repo_id: str) -> str:
     """A Python snippet that loads ``repo_id`` and samples one image in the pipeline's conditioning mode."""
-    mode = pipe.conditioning
     latent = pipe.unet.config.sample_size
-    pixels = latent * pipe.vae_scale_factor
-    setup, call = "", "num_inference_steps=50, generator=generator"
-    if mode == "text":
-        call = f'"a red circle and a blue square", guidance_scale=3.0, {call}'
-    elif mode == "superres":
-        setup = (
-            f'low_res = PIL.Image.radial_gradient("L").convert("RGB").resize(({latent}, {latent}))  # any RGB image\n'
-        )
-        call = f"image=low_res, {call}"
-    elif mode == "layout":
-        call = f'layout=[{{"label": 0, "box": [0.1, 0.2, 0.5, 0.6]}}], {call}'
-    elif mode == "class":
-        call = f"class_labels=[0], {call}"
-    elif mode == "semantic":
-        setup = f'segmentation = PIL.Image.new("L", ({pixels}, {pixels}), 0)  # an index map of class ids\n'
-        call = f"segmentation=segmentation, {call}"
-    elif mode == "inpaint":
-        setup = (
-            f'image = PIL.Image.radial_gradient("L").convert("RGB").resize(({pixels}, {pixels}))\n'
-            f'mask = PIL.Image.new("L", ({pixels}, {pixels}), 0)\n'
-            f"mask.paste(255, ({pixels // 4}, {pixels // 4}, {3 * pixels // 4}, {3 * pixels // 4}))"
-            "  # white = fill\n"
-        )
-        call = f"image=image, mask_image=mask, {call}"
+    setup, condition = pipe.conditioner.usage(latent, latent * pipe.vae_scale_factor)
+    call = f"{condition}num_inference_steps=50, generator=generator"
     imports = "import PIL.Image\n" if "PIL." in setup else ""
     return (
         f"{imports}import torch\nfrom ldm_hub import LDMPipeline\n\n"
@@ -131,8 +95,9 @@ def model_card(pipe: LDMPipeline, repo_id: str, *, license: str = "apache-2.0") 
     """The repo's README.md as a huggingface_hub ``ModelCard``: metadata, what the model is, how to use it.
 
     Metadata: ``library_name: ldm_hub``, ``tags`` (diffusers, latent-diffusion, the conditioning mode),
-    ``pipeline_tag`` from :data:`PIPELINE_TAGS`, ``license``, ``base_model`` (``pipe.base_model``, set when the
-    pipeline was converted from a Hub repo) and ``datasets`` (from ``pipe.training_info``).
+    ``pipeline_tag`` from the conditioner (:attr:`~ldm_hub.conditioning.base.Conditioner.pipeline_tag`),
+    ``license``, ``base_model`` (``pipe.base_model``, set when the pipeline was converted from a Hub repo) and
+    ``datasets`` (from ``pipe.training_info``).
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -146,7 +111,7 @@ def model_card(pipe: LDMPipeline, repo_id: str, *, license: str = "apache-2.0") 
     data = ModelCardData(
         library_name=LIBRARY_NAME,
         license=license,
-        pipeline_tag=PIPELINE_TAGS.get(mode, "unconditional-image-generation"),
+        pipeline_tag=pipe.conditioner.pipeline_tag,
         tags=["diffusers", "latent-diffusion", mode, LIBRARY_NAME],
         base_model=base_model,
         datasets=hub_datasets or None,  # Hub dataset ids only ("shapes:1000" is a local recipe: body only)

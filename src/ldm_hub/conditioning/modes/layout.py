@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..base import Condition, Conditioner
+from ...data.shapes import LABELS
+from ..base import Condition, Conditioner, TrainingParts, TrainingSetup
 from ..layout import LayoutTokenizer
+
+# Layout tokenizer for layouts trained here: objects per layout (the shapes scenes have at most 3).
+LAYOUT_MAX_OBJECTS = 8
 
 
 class LayoutConditioner(Conditioner):
@@ -66,6 +70,21 @@ class LayoutConditioner(Conditioner):
         return Condition(batch=batch * num_images_per_prompt, context=context)
 
     # ------------------------------------------------------------------ training
+    @classmethod
+    def build_for_training(cls, setup: TrainingSetup) -> TrainingParts:
+        """A LayoutTokenizer over the shapes categories and an LDMBert over its tokens, trained with ε_θ."""
+        from ..text import LDMBertModel
+
+        parts = super().build_for_training(setup)
+        tokenizer = LayoutTokenizer(max_objects=LAYOUT_MAX_OBJECTS, categories=list(LABELS))
+        encoder = LDMBertModel(
+            vocab_size=tokenizer.config.vocab_size, max_position_embeddings=tokenizer.sequence_length,
+            pad_token_id=tokenizer.pad_token_id, **setup.encoder_kwargs,
+        )  # fmt: skip
+        parts.tokenizer, parts.cond_encoder, parts.train_encoder = tokenizer, encoder, True
+        parts.cross_attention_dim = encoder.config.hidden_size
+        return parts
+
     @classmethod
     def training_encode(cls, cond_encoder, y):
         return cond_encoder(y)[0], None  # τ_θ(box tokens): (B, L, d)

