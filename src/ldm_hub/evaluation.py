@@ -247,6 +247,8 @@ class GenerationTask:
     score: Callable[[list[dict], list], dict]
     thresholds: dict[str, float]
     guided: bool = True  # the guidance scale applies (cross-attention conditions)
+    # a semantic-map model without a layout planner takes the boxes drawn as its index map
+    drawn_as_map: bool = False
 
 
 # The tasks scored by generation (the names are the conditioning modes they exercise); ``autoencoder`` scores
@@ -257,7 +259,7 @@ GENERATION_TASKS = {
     ),
     "layout": GenerationTask(
         "layout", "layout", lambda rows, out: score_layout([r["layout"] for r in rows], out),
-        {"mean_iou": 0.85, "label_accuracy": 0.90},
+        {"mean_iou": 0.85, "label_accuracy": 0.90}, drawn_as_map=True,
     ),
     "superres": GenerationTask(
         "low_res", "image",
@@ -363,7 +365,7 @@ def evaluate(
         pipe.set_progress_bar_config(disable=True)
         # A semantic-map model without a planner takes the boxes drawn as its index map.
         draw_boxes = generation.argument not in pipe.accepted_inputs and "segmentation" in pipe.accepted_inputs
-        draw_boxes = draw_boxes and generation.column == "layout"
+        draw_boxes = draw_boxes and generation.drawn_as_map
         if generation.argument not in pipe.accepted_inputs and not draw_boxes:
             raise ValueError(
                 f"{model} is a {pipe.conditioning!r} model; --task {task} needs a {task!r} model (one that takes "

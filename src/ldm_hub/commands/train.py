@@ -56,5 +56,6 @@ def run(args) -> int:
     if args.print_config:
         print(json.dumps(training_config.config_to_dict(config), indent=2))
         return 0
-    getattr(training, function)(config)
+    trainers = {"train_autoencoder": training.train_autoencoder, "train_ldm": training.train_ldm}
+    trainers[function](config)
     return 0

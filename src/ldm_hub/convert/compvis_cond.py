@@ -180,7 +180,7 @@ def bert_key_map(num_hidden_layers: int) -> dict[str, str]:
 def _bert_tokenizer(vocab_path: str | None, vocab_size: int, max_length: int):
     from transformers import BertTokenizer
 
-    from ..presets import default_bert_vocab
+    from ..conditioning.text import default_bert_vocab
 
     path = vocab_path or default_bert_vocab()
     if path is None:
@@ -329,7 +329,7 @@ def convert_cond_stage(
             or one of the strings ``"__is_unconditional__"`` / ``"__is_first_stage__"``.
         state_dict: the checkpoint's ``cond_stage_model.*`` tensors with that prefix removed.
         tokenizer_vocab: bert-base-uncased ``vocab.txt`` for the text models (default:
-            :func:`ldm_hub.presets.default_bert_vocab`).
+            :func:`ldm_hub.conditioning.text.default_bert_vocab`).
 
     Returns:
         ``(cond_encoder, tokenizer)``; either may be None (class / semantic models have no tokenizer; super-

@@ -1,4 +1,7 @@
-"""Datasets made in the library (no download): :mod:`ldm_hub.data.shapes`, the procedural shapes scenes."""
+"""Datasets made in the library (no download): :mod:`ldm_hub.data.shapes`, the procedural shapes scenes.
+
+Imports: numpy, PIL, datasets only (conditioning reads its category names).
+"""
 
 from .shapes import (
     COLORS,

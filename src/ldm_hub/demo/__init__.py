@@ -31,7 +31,7 @@ Example:
 Run it with ``ldm-hub demo [--model DIR_OR_REPO ...]`` or ``python demo/app.py``.
 
 The package: ``settings`` (the tab table :data:`MODES`, :class:`DemoSettings`), ``inputs`` (uploads, numbers, the
-layout table), ``widgets`` (one request's sampling run, the shared controls), ``tabs`` (one builder per mode) and
+layout table), ``widgets`` (one request's sampling run, the shared controls), ``tabs`` (one builder per conditioner endpoint, the conditioner's ``api_name``) and
 ``app`` (:func:`build_demo`, :func:`launch`, loading the models). It may import ldm_hub's public API and
 :mod:`ldm_hub.options`, never :mod:`ldm_hub.commands` (the command line imports the demo, not the reverse).
 """

@@ -80,11 +80,11 @@ def build_demo(
             )
         gr.Markdown("\n\n".join(lines))
         with gr.Tabs():
-            for mode, (tab_title, _) in MODES.items():
+            for mode, (tab_title, api_name) in MODES.items():
                 if mode not in by_mode:
                     continue
                 with gr.Tab(tab_title, id=mode, elem_id=f"tab-{mode}"):
-                    _TABS[mode](by_mode[mode], settings)
+                    _TABS[api_name](by_mode[mode], settings)
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue_size)
     demo.ldm_settings = settings
     return demo

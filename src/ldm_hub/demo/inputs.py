@@ -14,6 +14,7 @@ import PIL.Image
 import PIL.ImageColor
 import PIL.ImageDraw
 
+from ..conditioning.inputs import BoxError, check_box
 from .settings import LAYOUT_HEADERS, DemoSettings
 
 # Box colours when a label names no colour (the first colour word of a label is used otherwise).
@@ -159,16 +160,17 @@ def parse_layout(table, *, categories: Sequence[str] | None = None, max_objects:
             box = [float(c) for c in corners]
         except (TypeError, ValueError):
             raise _error(f"row {number} ({label!r}): x0, y0, x1, y1 must be numbers, got {corners}") from None
-        x0, y0, x1, y1 = box
-        if not all(0.0 <= c <= 1.0 for c in box):
-            raise _error(
-                f"row {number} ({label!r}): box {box} lies outside the canvas; corners are fractions "
-                "of the image in [0, 1]"
-            )
-        if not (x0 < x1 and y0 < y1):
+        try:
+            check_box(box)  # the one box rule; its failures worded for the table
+        except BoxError as e:
+            if e.reason == "outside":
+                raise _error(
+                    f"row {number} ({label!r}): box {box} lies outside the canvas; corners are fractions "
+                    "of the image in [0, 1]"
+                ) from None
             raise _error(
                 f"row {number} ({label!r}): box {box} is empty or inverted: x1 must exceed x0 and y1 must exceed y0"
-            )
+            ) from None
         if label.lstrip("-").isdigit():
             label = int(label)
         elif categories is None:

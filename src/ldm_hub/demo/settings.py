@@ -1,20 +1,20 @@
-"""The demo's tables and caps: the tab of each conditioning mode (:data:`MODES`), the default tasks, and
-:class:`DemoSettings`. Imports nothing of ldm_hub."""
+"""The demo's tables and caps: the tab of each conditioning mode (:data:`MODES`, from the conditioners), the
+default tasks, and :class:`DemoSettings`. Imports ldm_hub.conditioning only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-# Tab order, titles and endpoint names: one row per conditioning mode.
-MODES: dict[str, tuple[str, str]] = {
-    "text": ("Text → image", "text_to_image"),
-    "layout": ("Layout → image", "layout_to_image"),
-    "class": ("Class → image", "class_to_image"),
-    "semantic": ("Semantic map → image", "semantic_to_image"),
-    "inpaint": ("Inpainting", "inpaint"),
-    "superres": ("Super-resolution 4×", "super_resolution"),
-    "unconditional": ("Unconditional", "unconditional"),
-}
+from ..conditioning.modes import CONDITIONERS
+
+# The tabs in the order the app shows them, by endpoint name; a tab's title and endpoint are its conditioner's.
+TAB_ORDER = (
+    "text_to_image", "layout_to_image", "class_to_image", "semantic_to_image", "inpaint", "super_resolution",
+    "unconditional",
+)  # fmt: skip
+_CONDITIONERS = sorted(CONDITIONERS, key=lambda c: TAB_ORDER.index(c.api_name))
+# mode → (tab title, endpoint name), in tab order.
+MODES: dict[str, tuple[str, str]] = {c.mode: (c.tab_title, c.api_name) for c in _CONDITIONERS}
 # The tasks whose shipped default model (``ldm_hub.default_model_path(task)``) the app loads without --model.
 DEFAULT_TASKS = ("text", "layout", "superres")
 DEFAULT_SCHEDULER = "model default"

@@ -1,4 +1,4 @@
-"""One builder per conditioning mode's tab (``_TABS``, keyed like :data:`~ldm_hub.demo.settings.MODES`): its
+"""One builder per conditioning mode's tab (``_TABS``, keyed by the conditioners' endpoint names ``api_name``): its
 inputs, its sampling controls, and the named API endpoint whose function checks the inputs and samples."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .inputs import (
     guard_upload,
     parse_layout,
 )
-from .settings import DEFAULT_SCHEDULER, LAYOUT_HEADERS, MODES, DemoSettings
+from .settings import DEFAULT_SCHEDULER, LAYOUT_HEADERS, DemoSettings
 from .widgets import (
     _CONCURRENCY_ID,
     _checked_size,
@@ -35,9 +35,23 @@ from .widgets import (
     _tiling_kwargs,
 )
 
+# The tab builder of each endpoint (a conditioner's ``api_name``), filled in by @_serves below.
+_TABS: dict[str, Callable] = {}
 
+
+def _serves(api_name: str) -> Callable[[Callable], Callable]:
+    """Register a tab builder for the conditioners whose endpoint is ``api_name``."""
+
+    def register(builder: Callable) -> Callable:
+        _TABS[api_name] = builder
+        return builder
+
+    return register
+
+
+@_serves("text_to_image")
 def _text_tab(pipe, settings: DemoSettings):
-    prefix, api_name = "text", MODES["text"][1]
+    prefix, api_name = "text", "text_to_image"  # element ids, and the conditioner's endpoint
     guided = pipe.guidance_supported  # a planner-backed map model: no guidance, no negative prompt
     guidance_default = settings.default_text_guidance if guided else 1.0
     with gr.Row():
@@ -120,8 +134,9 @@ def _text_tab(pipe, settings: DemoSettings):
     )
 
 
+@_serves("layout_to_image")
 def _layout_tab(pipe, settings: DemoSettings):
-    prefix, api_name = "layout", MODES["layout"][1]
+    prefix, api_name = "layout", "layout_to_image"  # element ids, and the conditioner's endpoint
     planner = getattr(pipe, "layout_planner", None)
     config = (planner.config if planner is not None else getattr(pipe.tokenizer, "config", {})) or {}
     categories = config.get("labels") if planner is not None else config.get("categories")
@@ -207,8 +222,9 @@ def _layout_tab(pipe, settings: DemoSettings):
     _listen(button, layout_to_image, inputs, [gallery, c.seed], api_name, settings)
 
 
+@_serves("class_to_image")
 def _class_tab(pipe, settings: DemoSettings):
-    prefix, api_name = "class", MODES["class"][1]
+    prefix, api_name = "class", "class_to_image"  # element ids, and the conditioner's endpoint
     config = pipe.cond_encoder.config
     null_class = config.get("null_class")
     num_labels = config["num_classes"] - (1 if null_class is not None else 0)
@@ -271,8 +287,9 @@ def _class_tab(pipe, settings: DemoSettings):
     _listen(button, class_to_image, inputs, [gallery, c.seed], api_name, settings)
 
 
+@_serves("semantic_to_image")
 def _semantic_tab(pipe, settings: DemoSettings):
-    prefix, api_name = "semantic", MODES["semantic"][1]
+    prefix, api_name = "semantic", "semantic_to_image"  # element ids, and the conditioner's endpoint
     num_classes = pipe.cond_encoder.config["num_classes"]
     with gr.Row():
         with gr.Column():
@@ -340,8 +357,9 @@ def _mask_from_layers(layers: Sequence[PIL.Image.Image], size: tuple[int, int]) 
     return PIL.Image.fromarray((mask * 255).astype(np.uint8), mode="L")
 
 
+@_serves("inpaint")
 def _inpaint_tab(pipe, settings: DemoSettings):
-    prefix, api_name = "inpaint", MODES["inpaint"][1]
+    prefix, api_name = "inpaint", "inpaint"  # element ids, and the conditioner's endpoint
     with gr.Row():
         with gr.Column():
             editor = guard_upload(
@@ -395,8 +413,9 @@ def _inpaint_tab(pipe, settings: DemoSettings):
     )
 
 
+@_serves("super_resolution")
 def _superres_tab(pipe, settings: DemoSettings):
-    prefix, api_name = "superres", MODES["superres"][1]
+    prefix, api_name = "superres", "super_resolution"  # element ids, and the conditioner's endpoint
     factor = pipe.vae_scale_factor
     largest = min(settings.max_input_side, settings.max_side // factor)  # the input and the output caps
     with gr.Row():
@@ -456,8 +475,9 @@ def _superres_tab(pipe, settings: DemoSettings):
     )
 
 
+@_serves("unconditional")
 def _unconditional_tab(pipe, settings: DemoSettings):
-    prefix, api_name = "unconditional", MODES["unconditional"][1]
+    prefix, api_name = "unconditional", "unconditional"  # element ids, and the conditioner's endpoint
     with gr.Row():
         with gr.Column():
             c = _controls(pipe, settings, prefix, guidance=None, batch=True, size=True)
@@ -497,14 +517,3 @@ def _unconditional_tab(pipe, settings: DemoSettings):
         api_name,
         settings,
     )
-
-
-_TABS: dict[str, Callable] = {
-    "text": _text_tab,
-    "layout": _layout_tab,
-    "class": _class_tab,
-    "semantic": _semantic_tab,
-    "inpaint": _inpaint_tab,
-    "superres": _superres_tab,
-    "unconditional": _unconditional_tab,
-}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..models.denoiser import predict_noise
+from ..models import denoiser
 from ..schedulers import DDIMScheduler, DPMSolverMultistepScheduler, PLMSScheduler
 from .cuda_graph import CapturedLoop, GraphCache
 
@@ -41,7 +41,7 @@ def denoise_step(
     call when guided), then the scheduler update. Tensor ops only (no host sync), so the whole loop of them can
     be recorded as one CUDA graph."""
     model_input = scheduler.scale_model_input(latents, t)  # (B, c, h, w)
-    noise_pred = predict_noise(
+    noise_pred = denoiser.predict_noise(
         unet, model_input, t, context=context, concat=concat, guidance_scale=guidance_scale, tiles=tiles
     )
     latents = scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample

@@ -1,4 +1,8 @@
-"""Samplers turning ε predictions into samples (SchedulerMixin + ConfigMixin)."""
+"""Samplers turning ε predictions into samples (SchedulerMixin + ConfigMixin), diffusers' API and config fields.
+
+Imports: torch, diffusers' mixins, ``hub_mixin`` — never pipelines, convert, training, commands, demo, hub or
+evaluation.
+"""
 
 from .._lazy import lazy_exports
 

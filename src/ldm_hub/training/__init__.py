@@ -13,6 +13,10 @@ module             what
 ``presets``        model sizes for the shapes dataset
 =================  ===========================================================================
 
+The per-mode side of training (which columns a row needs, τ_θ to build, y dropped for guidance) is the
+conditioner's (:mod:`ldm_hub.conditioning`); ε_θ is called through :mod:`ldm_hub.models.denoiser`.
+Imports: models, schedulers, conditioning, convert, pipelines, data, hub — never commands or demo.
+
 Example:
     >>> from ldm_hub.training import LDMTrainingConfig, train_ldm
     >>> cfg = LDMTrainingConfig(output_dir="out", autoencoder="ae", conditioning="text", max_steps=100)

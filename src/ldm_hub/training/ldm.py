@@ -235,8 +235,8 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
     factor = downsampling_factor(vae)
     if config.resolution % factor:
         raise ValueError(f"resolution {config.resolution} is not a multiple of the autoencoder factor {factor}")
-    unet_preset = config.model or f"shapes-{conditioner_cls.mode}"
-    from ..presets import default_bert_vocab
+    unet_preset = config.model or conditioner_cls.training_unet_preset
+    from ..conditioning.text import default_bert_vocab
 
     setup = TrainingSetup(
         config=config, dataset=ds, output=output, factor=factor, encoder_kwargs=encoder_preset_for(unet_preset),

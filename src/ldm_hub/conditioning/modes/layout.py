@@ -21,6 +21,7 @@ class LayoutConditioner(Conditioner):
     inputs = ("layout",)
     pipeline_tag = "text-to-image"  # the Hub has no layout task: a layout is a structured description
     tab_title, api_name = "Layout → image", "layout_to_image"
+    training_unet_preset = "unet-layout-shapes"
     training_columns = {"layout": "layout_column"}
 
     @classmethod

@@ -24,6 +24,7 @@ class SemanticConditioner(Conditioner):
     inputs = ("segmentation",)
     pipeline_tag = "image-to-image"
     tab_title, api_name = "Semantic map → image", "semantic_to_image"
+    training_unet_preset = "unet-semantic-shapes"
     tiled = True
 
     @classmethod

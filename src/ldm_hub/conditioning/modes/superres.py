@@ -19,6 +19,7 @@ class SuperResolutionConditioner(Conditioner):
     inputs = ("image",)
     pipeline_tag = "image-to-image"
     tab_title, api_name = "Super-resolution 4×", "super_resolution"
+    training_unet_preset = "unet-superres-shapes"
     tiled = True
     training_columns = {"low_res": "low_res_column"}
 

@@ -34,6 +34,7 @@ class TextConditioner(Conditioner):
     inputs = TEXT_INPUTS
     pipeline_tag = "text-to-image"
     tab_title, api_name = "Text → image", "text_to_image"
+    training_unet_preset = "unet-text-shapes"
     training_columns = {"caption": "caption_column"}
 
     @classmethod

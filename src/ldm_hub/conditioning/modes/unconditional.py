@@ -11,6 +11,7 @@ class UnconditionalConditioner(Conditioner):
     mode = "unconditional"
     key = None
     tab_title, api_name = "Unconditional", "unconditional"
+    training_unet_preset = "unet-unconditional-shapes"
 
     @classmethod
     def matches(cls, vae, unet, cond_encoder, tokenizer) -> bool:
