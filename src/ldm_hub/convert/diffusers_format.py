@@ -161,8 +161,9 @@ def load_component(
         cls = getattr(transformers, class_name, None)
         if cls is None:
             raise ModelFileError(f"{folder}: unknown transformers class {class_name!r}")
+        kwargs = {"variant": variant} if variant and issubclass(cls, transformers.PreTrainedModel) else {}
         try:
-            component = cls.from_pretrained(str(folder))
+            component = cls.from_pretrained(str(folder), **kwargs)  # a model's *.fp16.safetensors with variant=
         except (OSError, ValueError) as e:
             raise ModelFileError(f"cannot load {class_name} from {folder}: {e}") from None
     else:

@@ -178,7 +178,8 @@ def read_pipeline_folder(
 
     Every entry is loaded into ldm_hub's classes (:func:`~ldm_hub.convert.diffusers_format.load_component`) under
     ldm_hub's component names (``bert`` → ``cond_encoder``, ``vqvae`` → ``vae``); entries named in ``overrides``
-    are not read, the given objects are used. diffusers' unconditional and super-resolution pipelines use their
+    are not read, the given objects are used. ``torch_dtype`` is one dtype for every model or, as in diffusers, a
+    dict by component name with a ``"default"`` for the others. diffusers' unconditional and super-resolution pipelines use their
     VQ first stage unscaled, so such a vae gets ``scaling_factor=1``. The info is ``base_model`` /
     ``training_info`` as :func:`write_loader_files` stored them.
     """
@@ -207,7 +208,8 @@ def read_pipeline_folder(
         if library is None or class_name is None:
             loaded[target] = None
             continue
-        loaded[target] = load_component(folder / name, library, class_name, variant=variant, torch_dtype=torch_dtype)
+        dtype = torch_dtype.get(target, torch_dtype.get("default")) if isinstance(torch_dtype, dict) else torch_dtype
+        loaded[target] = load_component(folder / name, library, class_name, variant=variant, torch_dtype=dtype)
     loaded.update(overrides)
     missing = set(REQUIRED_COMPONENTS) - set(loaded)
     if missing:
