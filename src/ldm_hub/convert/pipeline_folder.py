@@ -179,9 +179,9 @@ def read_pipeline_folder(
     Every entry is loaded into ldm_hub's classes (:func:`~ldm_hub.convert.diffusers_format.load_component`) under
     ldm_hub's component names (``bert`` → ``cond_encoder``, ``vqvae`` → ``vae``); entries named in ``overrides``
     are not read, the given objects are used. ``torch_dtype`` is one dtype for every model or, as in diffusers, a
-    dict by component name with a ``"default"`` for the others. diffusers' unconditional and super-resolution pipelines use their
-    VQ first stage unscaled, so such a vae gets ``scaling_factor=1``. The info is ``base_model`` /
-    ``training_info`` as :func:`write_loader_files` stored them.
+    dict by component name with a ``"default"`` for the others. diffusers' unconditional and super-resolution
+    pipelines use their VQ first stage unscaled, so such a vae gets ``scaling_factor=1``. The info is
+    ``base_model`` / ``training_info`` as :func:`write_loader_files` stored them.
     """
     unknown = set(overrides) - set(PIPELINE_COMPONENTS)
     if unknown:
