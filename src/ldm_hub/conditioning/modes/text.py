@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..base import TEXT_INPUTS, Condition, Conditioner, TrainingParts, TrainingSetup
+from ..base import TEXT_INPUTS, Condition, Conditioner, TrainingParts, TrainingSetup, _dtype_of
 from ..inputs import as_prompt_list
 
 
@@ -44,6 +44,11 @@ class TextConditioner(Conditioner):
         return True  # any sequence encoder the other cross-attention modes do not claim (tried first)
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The UNet's dtype (the context it cross-attends), or the encoder's for a pipeline without a UNet."""
+        return _dtype_of(self.unet if self.unet is not None else self.cond_encoder)
+
+    @property
     def has_encoder(self) -> bool:
         return self.cond_encoder is not None and self.tokenizer is not None
 
@@ -65,6 +70,33 @@ class TextConditioner(Conditioner):
         )
         hidden = self.cond_encoder(tokens.input_ids.to(device))[0]  # (B, L, d)
         return hidden.to(self.dtype)
+
+    @torch.no_grad()
+    def encode_prompt(
+        self, prompt, device, num_images_per_prompt=1, do_classifier_free_guidance=True, negative_prompt=None,
+        prompt_embeds=None, negative_prompt_embeds=None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """diffusers' ``encode_prompt``: (prompt_embeds, negative_prompt_embeds), each (B·n, L, d); the negative is
+        None without guidance, ``""`` by default."""
+        if prompt is not None and prompt_embeds is not None:
+            raise ValueError("pass either `prompt` or `prompt_embeds`, not both")
+        if prompt_embeds is None:
+            if prompt is None:
+                raise ValueError("pass `prompt` (or `prompt_embeds`)")
+            prompt_embeds = self.encode(prompt, device)  # (B, L, d)
+        negative = None
+        if do_classifier_free_guidance:
+            if negative_prompt_embeds is None:
+                batch = prompt_embeds.shape[0]
+                negative_prompt = "" if negative_prompt is None else negative_prompt
+                negatives = [negative_prompt] * batch if isinstance(negative_prompt, str) else list(negative_prompt)
+                if len(negatives) != batch:
+                    raise ValueError(
+                        f"`negative_prompt` has {len(negatives)} entries but the batch has {batch} prompts"
+                    )
+                negative_prompt_embeds = self.encode(negatives, device)
+            negative = negative_prompt_embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0)
+        return prompt_embeds.to(device).repeat_interleave(num_images_per_prompt, dim=0), negative
 
     def prepare(self, y, *, guide, num_images_per_prompt, device, **_) -> Condition:
         prompt, negative_prompt, prompt_embeds, negative_prompt_embeds = (y.get(name) for name in TEXT_INPUTS)
