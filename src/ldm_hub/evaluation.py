@@ -274,11 +274,35 @@ THRESHOLDS = {
 }
 
 
-def check_thresholds(task: str, metrics: dict) -> dict:
-    """``{metric: {"value", "threshold", "passed"}}`` for the bars of ``task``."""
+# The metrics of each task where higher is better: those a bar (``--fail-under METRIC=VALUE``) may name.
+BARRED_METRICS = {
+    "text": ("accuracy",),
+    "layout": ("mean_iou", "label_accuracy"),
+    "superres": ("psnr", "psnr_gain_over_bicubic", "shape_accuracy"),
+    "autoencoder": ("psnr",),
+}
+
+
+def check_bars(task: str, bars: dict) -> dict[str, float]:
+    """Bars ``{metric: value}`` for ``task``, checked before anything runs: known metrics, finite numbers."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    checked = {}
+    for name, bar in bars.items():
+        if name not in BARRED_METRICS[task]:
+            raise ValueError(f"task {task!r} has no metric {name!r} to bar; choose one of {BARRED_METRICS[task]}")
+        if isinstance(bar, bool) or not isinstance(bar, (int, float)) or not math.isfinite(bar):
+            raise ValueError(f"the bar of {name!r} must be a finite number, got {bar!r}")
+        checked[name] = float(bar)
+    return checked
+
+
+def check_thresholds(task: str, metrics: dict, bars: dict | None = None) -> dict:
+    """``{metric: {"value", "threshold", "passed"}}`` for ``bars`` (default: the published bars of ``task``)."""
+    bars = THRESHOLDS[task] if bars is None else bars
     return {
         name: {"value": metrics[name], "threshold": bar, "passed": bool(metrics[name] >= bar)}
-        for name, bar in THRESHOLDS[task].items()
+        for name, bar in bars.items()
     }
 
 
@@ -332,11 +356,14 @@ def evaluate(
     device: str = "cpu",
     save_images: str | None = None,
     progress: bool = True,
+    fail_under: dict[str, float] | None = None,
 ) -> dict:
     """Generate ``num_samples`` images for held-out shapes scenes and score them (see the module docstring).
 
     Image ``i`` uses ``torch.Generator().manual_seed(seed + i)``, so results do not depend on ``batch_size``.
-    Returns a JSON-ready dict: the settings, the metrics, and ``thresholds`` with a ``passed`` flag per bar.
+    Returns a JSON-ready dict: the settings, the metrics, and ``thresholds`` with a ``passed`` flag per bar;
+    with ``fail_under`` (``{metric: bar}``, checked by :func:`check_bars` before anything loads) also
+    ``fail_under``, the same for those bars.
     """
     import torch
 
@@ -347,6 +374,7 @@ def evaluate(
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
     if num_samples < 1 or batch_size < 1 or steps < 1:
         raise ValueError("num_samples, batch_size and steps must be >= 1")
+    fail_under = check_bars(task, fail_under or {})
     held_out = make_shapes_dataset(num_samples, seed=data_seed)
     rows = [held_out[i] for i in range(num_samples)]
     start = time.perf_counter()
@@ -404,6 +432,8 @@ def evaluate(
         "seconds": round(seconds, 2),
     }
     result["passed"] = all(t["passed"] for t in result["thresholds"].values())
+    if fail_under:
+        result["fail_under"] = check_thresholds(task, metrics, fail_under)
     return result
 
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from ..options import DTYPES
+from ._common import ENVIRONMENT, CommandError, check_device, check_number
 
 
 def add_arguments(parser) -> None:
@@ -45,10 +46,44 @@ def add_parser(sub) -> None:
     add_arguments(demo)
 
 
+def check_arguments(args) -> None:
+    """Before any model loads: the numbers, the device, the models' folders, and the port free to listen on."""
+    import errno
+    import os
+    import socket
+
+    check_number("--port", args.port, minimum=1, integer=True)
+    if args.port is not None and args.port > 65535:
+        raise CommandError(f"--port {args.port}: must be <= 65535")
+    for flag, value in (
+        ("--max-steps", args.max_steps), ("--max-images", args.max_images), ("--max-side", args.max_side),
+        ("--concurrency-limit", args.concurrency_limit),
+    ):  # fmt: skip
+        check_number(flag, value, minimum=1, integer=True)
+    check_number("--max-upload-mb", args.max_upload_mb, above=0)
+    check_device("--device", args.device)
+    port = args.port or os.environ.get("GRADIO_SERVER_PORT")  # without one gradio looks for a free port itself
+    if port is None:
+        return
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    flag = "--port" if args.port else "GRADIO_SERVER_PORT"
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, int(port)))
+    except (OSError, ValueError) as e:
+        if getattr(e, "errno", None) == errno.EADDRINUSE:
+            raise CommandError(
+                f"{flag} {port}: port {port} on {host} is in use (another server listens there); pass --port with a "
+                "free port, or stop the other server",
+                ENVIRONMENT,
+            ) from None
+        raise CommandError(f"{flag} {port}, --host {host}: cannot listen there: {e}", ENVIRONMENT) from None
+
+
 def run(args) -> int:
     if importlib.util.find_spec("gradio") is None:
-        print("ldm-hub demo: error: the demo needs gradio: pip install 'ldm_hub[demo]'", file=sys.stderr)
-        return 2
+        raise CommandError("the demo needs gradio: pip install 'ldm_hub[demo]'", ENVIRONMENT)
+    check_arguments(args)
     from ..demo import serve
 
     return serve(args)
@@ -56,14 +91,19 @@ def run(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python demo/app.py [--model M ...] [--port P] [--share]``: the same options as ``ldm-hub demo``."""
-    from ..demo import serve
     from ..loading import ModelFileError
 
     parser = argparse.ArgumentParser(prog="app.py", description="The ldm_hub Gradio demo.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        check_arguments(args)
+        from ..demo import serve
+
         return serve(args)
+    except CommandError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return e.exit_code
     except (ValueError, TypeError, ModelFileError) as e:
         print(f"demo: error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from ._common import CommandError, check_device, check_number, check_output_path, name_flags
+
+MISSED_BAR = 3  # the exit status of a run that scored under a bar (2: a bad input, 1: the environment)
+
 
 def add_parser(sub) -> None:
     ev = sub.add_parser(
@@ -24,6 +28,49 @@ def add_parser(sub) -> None:
     ev.add_argument("--device", default="cpu", help="torch device (default cpu)")
     ev.add_argument("--save-images", metavar="DIR", help="also write every generated image here")
     ev.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    ev.add_argument(
+        "--fail-under",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help=f"exit {MISSED_BAR} when METRIC scores under VALUE (repeatable), e.g. --fail-under mean_iou=0.85",
+    )
+    ev.add_argument(
+        "--fail-under-bars",
+        action="store_true",
+        help=f"exit {MISSED_BAR} when the task's published bars (the 'thresholds' of the result) are missed",
+    )
+
+
+def parse_bars(task: str, specs: list[str]) -> dict[str, float]:
+    """``--fail-under mean_iou=0.85 --fail-under label_accuracy=0.9`` → ``{"mean_iou": 0.85, ...}``, checked."""
+    from ..evaluation import check_bars
+
+    bars = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            bars[name.strip()] = float(value)
+        except ValueError:
+            raise CommandError(f"--fail-under {spec!r}: expected METRIC=VALUE, e.g. mean_iou=0.85") from None
+    try:
+        return check_bars(task, bars)
+    except ValueError as e:
+        raise CommandError(f"--fail-under: {e}") from None
+
+
+def check_arguments(args) -> dict[str, float]:
+    """Before the model loads: the numbers, the device, the paths to write, the bars."""
+    check_number("--num-samples", args.num_samples, minimum=1, integer=True)
+    check_number("--steps", args.steps, minimum=1, integer=True)
+    check_number("--batch-size", args.batch_size, minimum=1, integer=True)
+    check_number("--guidance-scale", args.guidance_scale, minimum=0)
+    check_device("--device", args.device)
+    check_output_path("--save-images", args.save_images, folder=True)
+    check_output_path("--json", args.json)
+    return parse_bars(args.task, args.fail_under)
 
 
 def run(args) -> int:
@@ -31,18 +78,24 @@ def run(args) -> int:
 
     from ..evaluation import HELD_OUT_SEED, evaluate, write_json
 
-    result = evaluate(
-        args.model,
-        args.task,
-        num_samples=args.num_samples,
-        seed=args.seed,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        guidance_scale=args.guidance_scale,
-        data_seed=HELD_OUT_SEED if args.data_seed is None else args.data_seed,
-        device=args.device,
-        save_images=args.save_images,
-    )
+    bars = check_arguments(args)
+    try:
+        result = evaluate(
+            args.model,
+            args.task,
+            num_samples=args.num_samples,
+            seed=args.seed,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            guidance_scale=args.guidance_scale,
+            data_seed=HELD_OUT_SEED if args.data_seed is None else args.data_seed,
+            device=args.device,
+            save_images=args.save_images,
+            fail_under=bars,
+        )
+    except (ValueError, TypeError) as e:
+        flags = {"num_inference_steps": "--steps", "guidance_scale": "--guidance-scale"}
+        raise CommandError(name_flags(str(e), flags)) from e
     print(json.dumps(result, indent=2))
     for name, check in result["thresholds"].items():
         verdict = "pass" if check["passed"] else "FAIL"
@@ -50,4 +103,15 @@ def run(args) -> int:
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")
+    missed = [
+        f"{name} {check['value']:.4g} < {check['threshold']:g} (--fail-under)"
+        for name, check in result.get("fail_under", {}).items() if not check["passed"]
+    ]  # fmt: skip
+    if args.fail_under_bars:
+        missed += [
+            f"{name} {check['value']:.4g} < {check['threshold']:g} (the published bar)"
+            for name, check in result["thresholds"].items() if not check["passed"]
+        ]  # fmt: skip
+    if missed:
+        raise CommandError(f"{args.model} missed {len(missed)} bar(s): {'; '.join(missed)}", MISSED_BAR)
     return 0

@@ -15,6 +15,15 @@ import json
 from pathlib import Path
 
 from ..options import DTYPES, SCHEDULERS, scheduler_class
+from ._common import (
+    CommandError,
+    check_device,
+    check_input_file,
+    check_number,
+    check_output_path,
+    name_flags,
+    write_file,
+)
 
 
 def add_parser(sub) -> None:
@@ -122,62 +131,118 @@ def parse_class_labels(values: list[str]) -> list[int]:
     return labels
 
 
+# the pipeline's argument names → the flags that set them (a library error is reworded with these)
+FLAGS = {
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance-scale",
+    "eta": "--eta",
+    "height": "--height",
+    "width": "--width",
+    "num_images_per_prompt": "--num-images",
+    "batch_size": "--num-images",
+    "negative_prompt": "--negative-prompt",
+    "prompt": "--prompt",
+    "mask_image": "--mask",
+    "image": "--image",
+    "layouts": "--layout",
+    "layout": "--layout",
+    "class_labels": "--class-label",
+    "segmentation": "--segmentation",
+    "tile_size": "--tile-size",
+    "tile_overlap": "--tile-overlap",
+    "generator": "--seed",
+    "torch_dtype": "--dtype",
+}
+
+
+def check_arguments(args) -> dict:
+    """Every check that needs no model, before one is loaded (each mistake would otherwise cost the loading
+    time): the numbers, the device, the output path, the input files, the layout. Returns the condition
+    arguments read from the flags (images, layout, class labels)."""
+    from ..conditioning.inputs import as_layout_batch, check_layout
+
+    check_number("--steps", args.steps, minimum=1, integer=True)
+    check_number("--num-images", args.num_images, minimum=1, integer=True)
+    check_number("--guidance-scale", args.guidance_scale, minimum=0, hint=" (guidance_scale >= 0; 1 = no guidance)")
+    check_number("--eta", args.eta, minimum=0, hint=" (DDIM eta >= 0; 0 = deterministic)")
+    for flag, value in (("--height", args.height), ("--width", args.width), ("--tile-size", args.tile_size)):
+        check_number(flag, value, above=0, integer=True)
+    check_number("--tile-overlap", args.tile_overlap, minimum=0, integer=True)
+    if args.tile_overlap is not None and args.tile_size is None:
+        raise CommandError("--tile-overlap needs --tile-size")
+    if args.mask and not args.image:
+        raise CommandError("--mask needs --image (the image to inpaint)")
+    check_device("--device", args.device)
+    for path in _output_paths(args.output, args.num_images):
+        check_output_path("--output", path)
+    kwargs = {}
+    for flag, name, path in (
+        ("--image", "image", args.image), ("--mask", "mask_image", args.mask),
+        ("--segmentation", "segmentation", args.segmentation),
+    ):  # fmt: skip
+        if path:
+            check_input_file(flag, path)
+            kwargs[name] = _read_image(path, flag)
+    if args.layout is not None:
+        layout = parse_layout(args.layout)
+        try:
+            for i, one in enumerate(as_layout_batch(layout)):
+                check_layout(one, f"layout {i}, ")
+        except ValueError as e:
+            raise CommandError(f"--layout: {e}") from None
+        kwargs["layout"] = layout
+    if args.class_label:
+        kwargs["class_labels"] = parse_class_labels(args.class_label)
+    if args.tile_size is not None:
+        kwargs["tile_size"] = args.tile_size
+    if args.tile_overlap is not None:
+        kwargs["tile_overlap"] = args.tile_overlap
+    return kwargs
+
+
 def run(args) -> int:
+    import io
+
     import torch
 
     import ldm_hub
     from ldm_hub import LDMPipeline
 
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.num_images < 1:
-        raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
-    if args.mask and not args.image:
-        raise ValueError("--mask needs --image (the image to inpaint)")
-    kwargs = {}
-    if args.image:
-        kwargs["image"] = _read_image(args.image, "--image")
-    if args.mask:
-        kwargs["mask_image"] = _read_image(args.mask, "--mask")
-    if args.layout is not None:
-        kwargs["layout"] = parse_layout(args.layout)
-    if args.class_label:
-        kwargs["class_labels"] = parse_class_labels(args.class_label)
-    if args.segmentation:
-        kwargs["segmentation"] = _read_image(args.segmentation, "--segmentation")
-    if args.tile_size is not None:
-        kwargs["tile_size"] = args.tile_size
-    if args.tile_overlap is not None:
-        kwargs["tile_overlap"] = args.tile_overlap
+    kwargs = check_arguments(args)  # all of it before the model loads
     model = args.model
     if model is None:
         task = "superres" if args.image else "layout" if args.layout is not None else "text"
         model = ldm_hub.default_model_path(task)
         print(f"using the shipped default {task} model ({model})")
-    pipe = LDMPipeline.from_pretrained(model)
-    if args.scheduler:
-        pipe.scheduler = scheduler_class(args.scheduler).from_config(pipe.scheduler.config)
-    pipe.to(args.device, getattr(torch, DTYPES[args.dtype]))
-    if args.prompt is not None:
-        kwargs["prompt"] = args.prompt
-    if args.negative_prompt is not None:
-        kwargs["negative_prompt"] = args.negative_prompt
-    if not pipe.accepted_inputs:  # no condition to repeat per prompt: an unconditional model's batch
-        kwargs["batch_size"] = args.num_images
-    else:
-        kwargs["num_images_per_prompt"] = args.num_images
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    images = pipe(
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        eta=args.eta,
-        height=args.height,
-        width=args.width,
-        generator=generator,
-        **kwargs,
-    ).images
+    try:
+        pipe = LDMPipeline.from_pretrained(model)
+        if args.scheduler:
+            pipe.scheduler = scheduler_class(args.scheduler).from_config(pipe.scheduler.config)
+        pipe.to(args.device, getattr(torch, DTYPES[args.dtype]))
+        if args.prompt is not None:
+            kwargs["prompt"] = args.prompt
+        if args.negative_prompt is not None:
+            kwargs["negative_prompt"] = args.negative_prompt
+        if not pipe.accepted_inputs:  # no condition to repeat per prompt: an unconditional model's batch
+            kwargs["batch_size"] = args.num_images
+        else:
+            kwargs["num_images_per_prompt"] = args.num_images
+        generator = torch.Generator(device=args.device).manual_seed(args.seed)
+        images = pipe(
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            eta=args.eta,
+            height=args.height,
+            width=args.width,
+            generator=generator,
+            **kwargs,
+        ).images
+    except (ValueError, TypeError) as e:  # the library's words, with the flags instead of its argument names
+        raise CommandError(name_flags(str(e), FLAGS)) from e
+    # each PNG appears whole or not at all (Ctrl-C, a full disk): written to a temporary sibling, then renamed
     for path, image in zip(_output_paths(args.output, len(images)), images):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        write_file("--output", path, buffer.getvalue())
         print(f"wrote {path}")
     return 0

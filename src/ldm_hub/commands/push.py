@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
+
+from ._common import ENVIRONMENT, CommandError
 
 
 def add_parser(sub) -> None:
@@ -25,11 +27,39 @@ def add_parser(sub) -> None:
     push.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login)")
 
 
+def _is_network_error(error: BaseException) -> bool:
+    """A connection failure of the Hub client's HTTP library (httpx or requests), or huggingface_hub's offline mode."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"ConnectionError", "TransportError", "NetworkError", "TimeoutException", "Timeout"})
+
+
+def check_arguments(args) -> None:
+    """Before the folder is loaded: a token to push with, the network switched on, the folder there."""
+    from huggingface_hub import constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise CommandError(
+            "HF_HUB_OFFLINE is set, so the Hub cannot be reached; unset HF_HUB_OFFLINE to push", ENVIRONMENT
+        )
+    if not args.token and not get_token():
+        raise CommandError(
+            "no Hub token: log in with `hf auth login`, set HF_TOKEN, or pass --token (a token with write access)",
+            ENVIRONMENT,
+        )
+    if args.token is not None and not args.token.strip():
+        raise CommandError("--token is empty; pass a Hub token, or leave --token out to use HF_TOKEN / the login")
+    folder = Path(args.folder)
+    if folder.is_dir() and not (folder / "model_index.json").is_file():
+        raise CommandError(f"FOLDER {args.folder}: no model_index.json there, so it is not a pipeline folder")
+
+
 def run(args) -> int:
+    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError
 
     from ldm_hub import LDMPipeline
 
+    check_arguments(args)
     pipe = LDMPipeline.from_pretrained(args.folder)
     if args.base_model:
         pipe.base_model = args.base_model
@@ -39,8 +69,15 @@ def run(args) -> int:
             create_pr=args.create_pr, variant=args.variant, revision=args.revision, license=args.license,
         )  # fmt: skip
     except HfHubHTTPError as e:
-        print(f"ldm-hub push: error: pushing {args.folder} to Hub repo {args.repo_id!r} failed: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(f"pushing {args.folder} to Hub repo {args.repo_id!r} failed: {e}") from e
+    except Exception as e:
+        if not _is_network_error(e):
+            raise
+        raise CommandError(
+            f"pushing {args.folder} to Hub repo {args.repo_id!r} failed: cannot reach the Hub at {constants.ENDPOINT} "
+            f"({type(e).__name__}: {e}); check the network connection (or HF_ENDPOINT) and try again",
+            ENVIRONMENT,
+        ) from e
     print(f"pushed {args.folder} ({pipe.conditioning} model) to {info.repo_url.repo_id} at commit {info.oid}")
     if info.pr_url:
         print(f"pull request: {info.pr_url} (revision {info.pr_revision})")

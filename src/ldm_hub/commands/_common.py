@@ -1,0 +1,139 @@
+"""What the commands share: the one-line errors of the command line and the checks that need no model.
+
+Every failure of ``ldm-hub`` is one line ``ldm-hub <cmd>: error: ...`` naming the flag and what to do (see
+:func:`ldm_hub.cli.main`); a command raises :class:`CommandError` with the exit status it means: 2 for a bad input
+(:data:`BAD_INPUT`), 1 for the environment (:data:`ENVIRONMENT`: no CUDA, no token, a port in use, a full disk).
+The checks here run before any model is loaded, so a mistake costs no loading time. Not a command (the leading
+underscore keeps it out of :func:`ldm_hub.cli.build_parser`'s discovery).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+BAD_INPUT = 2
+ENVIRONMENT = 1
+
+
+class CommandError(Exception):
+    """A failure the command line reports as one line and ``exit_code`` (no traceback without ``--debug``)."""
+
+    def __init__(self, message: str, exit_code: int = BAD_INPUT):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+def check_number(flag: str, value, *, minimum=None, above=None, integer: bool = False, hint: str = "") -> None:
+    """``value`` of ``flag`` is a finite number (an int when ``integer``) ≥ ``minimum`` / > ``above``."""
+    if value is None:
+        return
+    wanted = "an integer" if integer else "a finite number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        raise CommandError(f"{flag} {value!r}: must be {wanted}{hint}")
+    if minimum is not None and value < minimum:
+        raise CommandError(f"{flag} {value!r}: must be >= {minimum}{hint}")
+    if above is not None and value <= above:
+        raise CommandError(f"{flag} {value!r}: must be > {above}{hint}")
+
+
+# ---------------------------------------------------------------------------------------------- files
+def check_input_file(flag: str, path: str | None) -> None:
+    """``path`` given to ``flag`` is an existing regular file."""
+    if path is None:
+        return
+    p = Path(path)
+    if not p.exists():
+        raise CommandError(f"{flag} {path}: no such file")
+    if not p.is_file():
+        raise CommandError(f"{flag} {path}: not a file")
+
+
+def check_output_path(flag: str, path: str | os.PathLike | None, *, folder: bool = False) -> None:
+    """A file (or, with ``folder``, a folder) can be written at ``path``: no regular file stands where a folder
+    must be, and the nearest existing folder above it is writable."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and (p.is_dir() != folder):
+        kind = "a folder" if p.is_dir() else "a file"
+        want = "a folder" if folder else "a file name"
+        raise CommandError(f"{flag} {path}: {p} is {kind}; give {want} there")
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CommandError(f"{flag} {path}: {parent} is a file, not a folder; choose another {flag}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        message = f"{flag} {path}: permission denied writing into {parent}; choose another {flag}"
+        raise CommandError(message, ENVIRONMENT)
+
+
+def write_file(flag: str, path: Path, data: bytes) -> None:
+    """Write ``data`` atomically (no partial file after Ctrl-C or a full disk); an OSError names the path."""
+    from ..loading import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise CommandError(f"{flag}: cannot write {path}: {os_reason(e)}", ENVIRONMENT) from e
+
+
+def os_reason(error: OSError) -> str:
+    """What an OSError means for the user, in words, with what to do."""
+    import errno
+
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        return f"{reason} (the disk is full: free some space or write elsewhere)"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{reason} (write elsewhere, or fix the folder's permissions)"
+    return reason
+
+
+# ---------------------------------------------------------------------------------------------- devices
+def check_device(flag: str, device: str) -> None:
+    """``device`` is a torch device this machine has (CUDA / MPS available, the index in range)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise CommandError(f"{flag} {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CommandError(
+                f"{flag} {device}: CUDA is not available on this machine (no GPU, or a CPU-only torch); "
+                f"use {flag} cpu",
+                ENVIRONMENT,
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise CommandError(f"{flag} {device}: this machine has {count} CUDA device(s) (cuda:0 … cuda:{count - 1})")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise CommandError(f"{flag} {device}: MPS is not available on this machine; use {flag} cpu", ENVIRONMENT)
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        if not hasattr(torch, dev.type) or not getattr(getattr(torch, dev.type), "is_available", lambda: False)():
+            raise CommandError(f"{flag} {device}: no {dev.type} device on this machine; use {flag} cpu", ENVIRONMENT)
+
+
+# ---------------------------------------------------------------------------------------------- python names → flags
+def name_flags(message: str, flags: dict[str, str]) -> str:
+    """A library error in the command line's words: ``use guidance_scale=1`` → ``use --guidance-scale 1``, and the
+    message prefixed with the flag of the first argument it names in backticks (`` `height`=60 ...`` →
+    ``--height: `height`=60 ...``); unchanged when it names a flag already."""
+    for name, flag in flags.items():
+        message = re.sub(rf"(?<![\w`-]){re.escape(name)}=(\S+)", rf"{flag} \1", message)
+    if re.search(r"(^|\s)--\w", message):
+        return message
+    found = [(message.find(f"`{name}`"), flag) for name, flag in flags.items() if f"`{name}`" in message]
+    if not found:  # a bare field name: one with an underscore, or the message's first word
+        words = re.finditer(r"\b(\w+)\b", message)
+        found = [(m.start(), flags[w]) for m in words if (w := m.group(1)) in flags and ("_" in w or m.start() == 0)]
+    if not found:
+        return message
+    return f"{min(found)[1]}: {message}"
