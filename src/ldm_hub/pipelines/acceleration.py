@@ -18,6 +18,9 @@ from ..schedulers import DDIMScheduler, DPMSolverMultistepScheduler, PLMSSchedul
 from .cuda_graph import CapturedLoop, GraphCache
 
 logger = logging.getLogger(__name__)
+# The reasons the CUDA-graph fallback notice has given in this process: each is said once (a CPU run would
+# otherwise repeat it on every call), later calls log it at debug level.
+_FALLBACK_NOTICES_GIVEN: set[str] = set()
 
 # torch.compile modes that record CUDA graphs themselves (they cannot nest in enable_cuda_graph's recording).
 COMPILE_MODES_WITH_CUDA_GRAPHS = ("reduce-overhead", "max-autotune")
@@ -167,7 +170,9 @@ class AccelerationMixin:
         elif self._step_draws_noise(eta):
             reason = f"{type(self.scheduler).__name__} (eta={eta}) draws noise in its steps"
         if reason is not None:
-            logger.warning("enable_cuda_graph: plain loop for this call: %s", reason)
+            level = logging.DEBUG if reason in _FALLBACK_NOTICES_GIVEN else logging.WARNING
+            _FALLBACK_NOTICES_GIVEN.add(reason)
+            logger.log(level, "enable_cuda_graph: the plain loop runs (said once per process): %s", reason)
             return None
 
         def shape(x):
