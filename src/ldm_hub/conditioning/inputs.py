@@ -12,6 +12,7 @@ Imports: torch, numpy, PIL only.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -23,6 +24,9 @@ OBJECT_KEYS = ("label", "box")
 # The inpainting mask: the threshold that binarises it (CompVis inpaint.py), its channel count.
 MASK_THRESHOLD = 0.5
 MASK_CHANNELS = 1
+# How far outside [-1, 1] an image tensor's values may reach (a resampled image overshoots a little); beyond it
+# the tensor is in another range ([0, 255], ...) and is refused.
+IMAGE_RANGE_TOLERANCE = 0.1
 
 
 # ---------------------------------------------------------------------------------------------- boxes, layouts
@@ -115,6 +119,17 @@ def as_prompt_list(prompt, name: str = "prompt") -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- images, masks
+def _value_range(tensor: torch.Tensor) -> tuple[float | None, float | None]:
+    """(min, max) of a tensor's values (NaN if it holds one), read in one host transfer; (None, None) where there
+    is nothing to read: no elements, or the meta device (no values; a whole call on it must not read any)."""
+    if tensor.device.type == "meta" or tensor.numel() == 0:
+        return None, None
+    if tensor.dtype == torch.bool:
+        return 0.0, 1.0
+    low, high = torch.stack(torch.aminmax(tensor.detach())).double().tolist()  # NaN propagates to both
+    return low, high
+
+
 def image_tensor(image, name: str = "image") -> torch.Tensor:
     """PIL RGB image(s) or a (B, 3, H, W) / (3, H, W) float tensor in [-1, 1] → a (B, 3, H, W) tensor in [-1, 1]."""
     images = image if isinstance(image, list) else [image]
@@ -133,6 +148,14 @@ def image_tensor(image, name: str = "image") -> torch.Tensor:
         if tensor.ndim != 4 or not tensor.dtype.is_floating_point:
             raise ValueError(
                 f"`{name}` tensor must be float (B, 3, H, W) in [-1, 1], got {image.dtype} {tuple(image.shape)}"
+            )
+        low, high = _value_range(tensor)
+        if low is not None and (math.isnan(low) or math.isnan(high)):
+            raise ValueError(f"`{name}` tensor holds NaN values; an image tensor has values in [-1, 1]")
+        if low is not None and (low < -1 - IMAGE_RANGE_TOLERANCE or high > 1 + IMAGE_RANGE_TOLERANCE):
+            hint = " (x / 127.5 - 1 maps [0, 255] to it)" if high > 2 else " (2 * x - 1 maps [0, 1] to it)"
+            raise ValueError(
+                f"`{name}` tensor has values in [{low:.4g}, {high:.4g}]; an image tensor must be in [-1, 1]{hint}"
             )
         return tensor
     raise TypeError(f"`{name}` must be a PIL image, a list of them or a tensor, got {type(image).__name__}")
@@ -153,6 +176,14 @@ def mask_tensor(mask_image, name: str = "mask_image") -> torch.Tensor:
             raise TypeError(
                 f"`{name}` must be a PIL image, a list of them, a numpy array or a tensor in [0, 1], got "
                 f"{type(mask_image).__name__}"
+            )
+        low, high = _value_range(mask_image)
+        if low is not None and (math.isnan(low) or math.isnan(high)):
+            raise ValueError(f"`{name}` holds NaN values; a mask has values in [0, 1] (1 = fill)")
+        if low is not None and (low < 0 or high > 1):
+            hint = " (divide a 0/255 mask by 255)" if high > 1 else ""
+            raise ValueError(
+                f"`{name}` has values in [{low:.4g}, {high:.4g}]; a mask must be in [0, 1] (1 = fill){hint}"
             )
         mask = mask_image.float()
         if mask.ndim == 2:
