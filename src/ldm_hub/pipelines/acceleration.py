@@ -131,6 +131,17 @@ class AccelerationMixin:
         """Back to the plain loop; recorded graphs are freed."""
         self._cuda_graphs = None
 
+    def set_attention_slice(self, slice_size) -> None:
+        """Not offered (diffusers' ``enable_attention_slicing`` lands here): ldm_hub's attention runs on
+        ``F.scaled_dot_product_attention``, whose memory-efficient kernels never hold the full attention matrix.
+        ``disable_attention_slicing()`` is accepted; asking for a slice size is an error rather than ignored."""
+        if slice_size is not None:
+            raise ValueError(
+                f"attention slicing (slice_size={slice_size!r}) is not offered: ldm_hub's attention uses SDPA's "
+                "memory-efficient kernels; to bound memory use pipe.vae.enable_slicing() / enable_tiling() or "
+                "tile_size= (super-resolution, semantic maps)"
+            )
+
     def _step_draws_noise(self, eta: float) -> bool:
         """Whether the scheduler's update draws random numbers (then the loop is not replayable as a graph)."""
         if isinstance(self.scheduler, DDIMScheduler):
