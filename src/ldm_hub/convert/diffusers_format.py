@@ -9,6 +9,7 @@ translators and key maps (the translators live beside it: ``diffusers_unet``, ``
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,29 @@ FOREIGN_SCHEDULERS = {
 }
 
 
+# ---------------------------------------------------------------------------------------------- config values
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_config_values(config: dict, where: str) -> None:
+    """Refuse config values that would load and then fail or give NaN images at the first call, naming the field:
+    ``scaling_factor`` (s, a positive finite number: 0 gives NaN images), ``num_train_timesteps`` (T ≥ 1),
+    ``beta_start`` / ``beta_end`` (in (0, 1)). ``where`` is the file, for the message."""
+    s = config.get("scaling_factor")
+    if "scaling_factor" in config and s is not None and not (_is_number(s) and math.isfinite(s) and s > 0):
+        raise ModelFileError(
+            f"{where}: `scaling_factor` must be a positive finite number (the latent scale s, e.g. 0.18215), got {s!r}"
+        )
+    t = config.get("num_train_timesteps")
+    if "num_train_timesteps" in config and not (isinstance(t, int) and not isinstance(t, bool) and t >= 1):
+        raise ModelFileError(f"{where}: `num_train_timesteps` must be an integer >= 1, got {t!r}")
+    for name in ("beta_start", "beta_end"):
+        beta = config.get(name)
+        if beta is not None and not (_is_number(beta) and 0 < beta < 1):
+            raise ModelFileError(f"{where}: `{name}` must be a number in (0, 1), got {beta!r}")
+
+
 def _resolve(spec: str) -> Callable:
     module, name = spec.split(":")
     return getattr(importlib.import_module(module), name)
@@ -88,6 +112,7 @@ def _config_without_meta(config: dict) -> dict:
 def load_model_folder(folder: Path, cls: type, *, variant: str | None = None, weights=DIFFUSERS_WEIGHTS):
     """Build ``cls`` from ``folder/config.json`` and load its weights strictly (errors name file and keys)."""
     config = read_json(folder / "config.json")
+    check_config_values(config, str(folder / "config.json"))
     try:
         model = cls.from_config(_config_without_meta(config))
     except (TypeError, ValueError) as e:
@@ -104,6 +129,7 @@ def load_foreign_model(folder: Path, class_name: str, *, variant: str | None = N
     cls = _resolve(spec.target)
     config_path = folder / "config.json"
     config = read_json(config_path)
+    check_config_values(config, str(config_path))
     try:
         ours = _resolve(spec.convert_config)(config)
         model = cls.from_config(ours)
@@ -136,7 +162,7 @@ def load_component(
         import ldm_hub
 
         cls = getattr(ldm_hub, class_name, None)
-        if cls is None:
+        if not isinstance(cls, type):
             raise ModelFileError(f"{folder}: model_index.json names unknown ldm_hub class {class_name!r}")
         from diffusers import ModelMixin, SchedulerMixin
 
@@ -153,7 +179,13 @@ def load_component(
         import ldm_hub
 
         ours = FOREIGN_SCHEDULERS.get(class_name)
-        cls = getattr(ldm_hub, ours) if ours else getattr(diffusers, class_name)
+        cls = getattr(ldm_hub, ours) if ours else getattr(diffusers, class_name, None)
+        if cls is None or not isinstance(cls, type):
+            raise ModelFileError(
+                f"{folder}: model_index.json names scheduler class {class_name!r}, which diffusers "
+                f"{diffusers.__version__} does not have (ldm_hub loads {sorted(FOREIGN_SCHEDULERS)} and diffusers' "
+                "other schedulers)"
+            )
         return load_scheduler(folder, cls)
     elif library == "transformers":
         import transformers
@@ -178,6 +210,7 @@ def load_component(
 def load_scheduler(folder: Path, cls: type):
     """A scheduler from ``folder/scheduler_config.json`` (either library's file works for either class)."""
     config = read_json(folder / "scheduler_config.json")
+    check_config_values(config, str(folder / "scheduler_config.json"))
     if cls.__name__ == "PLMSScheduler" and config.get("_class_name") == "PNDMScheduler":
         if not config.get("skip_prk_steps", False):
             import warnings

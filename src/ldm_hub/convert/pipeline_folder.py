@@ -171,6 +171,60 @@ def is_ldm_hub_index(folder: Path) -> bool:
     return any(isinstance(v, list) and v[:1] == [LIBRARY_NAME] for k, v in index.items() if not k.startswith("_"))
 
 
+# What a component given to from_pretrained must be (checked before anything is read): a model is a torch module,
+# a scheduler has diffusers' sampling API, a config component (tokenizer, layout planner) is an object, not a name;
+# an optional component may be None.
+_MODEL_COMPONENTS = ("vae", "unet", "cond_encoder")
+_SCHEDULER_METHODS = ("set_timesteps", "step")
+
+
+def check_overrides(overrides: dict[str, Any]) -> None:
+    """A component passed by keyword (``scheduler=DDIMScheduler()``) is an object of the right kind, not its name
+    (``scheduler="ddim"``) or a path; a TypeError names the argument."""
+    unknown = set(overrides) - set(PIPELINE_COMPONENTS)
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {sorted(unknown)}; components are {sorted(PIPELINE_COMPONENTS)}"
+        )
+    for name, value in overrides.items():
+        got = f"got {type(value).__name__} {value!r}" if isinstance(value, (str, os.PathLike)) else ""
+        got = got or f"got {type(value).__name__}"
+        if value is None:
+            if name in REQUIRED_COMPONENTS:
+                raise TypeError(f"`{name}` is a required component; it cannot be None")
+        elif name == "scheduler":
+            if isinstance(value, type) or not all(callable(getattr(value, m, None)) for m in _SCHEDULER_METHODS):
+                raise TypeError(
+                    f"`scheduler` must be a scheduler object (e.g. DDIMScheduler.from_config(pipe.scheduler.config)), "
+                    f"{got}"
+                )
+        elif name in _MODEL_COMPONENTS and not isinstance(value, torch.nn.Module):
+            raise TypeError(f"`{name}` must be a model (a torch.nn.Module such as the loaded pipeline's), {got}")
+        elif isinstance(value, (str, bytes, os.PathLike, int, float)):  # the tokenizer, the layout planner
+            raise TypeError(f"`{name}` must be a loaded {name} object, not a name or path, {got}")
+
+
+def check_torch_dtype(torch_dtype) -> None:
+    """``torch_dtype`` is None, a floating torch.dtype, or a dict of them by component name (``"default"`` for the
+    rest, as diffusers takes it); a TypeError names it and shows the spelling."""
+    if isinstance(torch_dtype, dict):
+        unknown = sorted(set(torch_dtype) - {*PIPELINE_COMPONENTS, "default"})
+        if unknown:
+            raise TypeError(f"`torch_dtype` names no component {unknown}; components are {list(PIPELINE_COMPONENTS)}")
+        for value in torch_dtype.values():
+            check_torch_dtype(value)
+        return
+    if torch_dtype is None or (isinstance(torch_dtype, torch.dtype) and torch_dtype.is_floating_point):
+        return
+    if isinstance(torch_dtype, str):
+        known = getattr(torch, torch_dtype, None)
+        hint = f"torch.{torch_dtype}" if isinstance(known, torch.dtype) else "torch.float16 or torch.bfloat16"
+        raise TypeError(f"`torch_dtype` must be a torch.dtype such as {hint}, got the string {torch_dtype!r}")
+    raise TypeError(
+        f"`torch_dtype` must be a floating torch.dtype (torch.float32, torch.float16, ...), got {torch_dtype!r}"
+    )
+
+
 def read_pipeline_folder(
     folder: Path, overrides: dict[str, Any], *, variant: str | None = None, torch_dtype=None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -183,11 +237,8 @@ def read_pipeline_folder(
     pipelines use their VQ first stage unscaled, so such a vae gets ``scaling_factor=1``. The info is
     ``base_model`` / ``training_info`` as :func:`write_loader_files` stored them.
     """
-    unknown = set(overrides) - set(PIPELINE_COMPONENTS)
-    if unknown:
-        raise TypeError(
-            f"unexpected keyword argument(s) {sorted(unknown)}; components are {sorted(PIPELINE_COMPONENTS)}"
-        )
+    check_overrides(overrides)
+    check_torch_dtype(torch_dtype)
     index_file = folder / "model_index.json"
     index = read_json(index_file)
     pipeline_class = index.get("_class_name")
