@@ -18,6 +18,7 @@ import gradio as gr
 import httpx
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import pytest
 import torch
 from gradio_client import Client, handle_file
@@ -605,3 +606,29 @@ def test_planner_backed_map_model_serves_text_and_layout_tabs():
             client.predict("a purple cat", steps=1, api_name="/text_to_image")
     finally:
         demo.close()
+
+
+def test_text_and_layout_tabs_take_an_init_image(app, tmp_path):
+    """Image-to-image from the demo: the upload is fitted to the output size and noised to `strength`."""
+    client, pipes, _, _ = app
+    init = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    init.save(tmp_path / "init.png")
+    gallery, _ = client.predict(
+        "a red circle", steps=4, init_image=handle_file(str(tmp_path / "init.png")), strength=0.5,
+        api_name="/text_to_image",
+    )  # fmt: skip
+    pipe = pipes["text"]
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    fitted = PIL.ImageOps.fit(init, (side, side), PIL.Image.Resampling.LANCZOS)
+    expected = reference(pipe, 0, prompt="a red circle", image=fitted, strength=0.5, num_inference_steps=4,
+                         guidance_scale=DEFAULT.default_text_guidance)  # fmt: skip
+    assert_same_image(gallery_paths(gallery)[0], expected[0])
+    with pytest.raises(Exception, match="runs no step"):
+        client.predict("a red circle", steps=4, init_image=handle_file(str(tmp_path / "init.png")), strength=0.1,
+                       api_name="/text_to_image")  # fmt: skip
+    needs(pipes, "layout")
+    gallery, _ = client.predict(
+        LAYOUT_TABLE, steps=4, init_image=handle_file(str(tmp_path / "init.png")), strength=0.5,
+        api_name="/layout_to_image",
+    )  # fmt: skip
+    assert len(gallery) == 1

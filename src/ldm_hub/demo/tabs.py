@@ -24,9 +24,12 @@ from .inputs import (
 from .settings import DEFAULT_SCHEDULER, LAYOUT_HEADERS, DemoSettings
 from .widgets import (
     _CONCURRENCY_ID,
+    DEFAULT_STRENGTH,
     _checked_size,
     _controls,
     _gallery,
+    _init_image_controls,
+    _init_image_kwargs,
     _listen,
     _native_side,
     _result_gallery,
@@ -71,6 +74,7 @@ def _text_tab(pipe, settings: DemoSettings):
                 visible=guided,
             )
             c = _controls(pipe, settings, prefix, guidance=guidance_default if guided else None, batch=True, size=True)
+            init = _init_image_controls(prefix, settings)
             button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
             gallery = _result_gallery(prefix)
@@ -86,6 +90,8 @@ def _text_tab(pipe, settings: DemoSettings):
         num_images=1,
         height=None,
         width=None,
+        init_image=None,
+        strength=DEFAULT_STRENGTH,
         progress=gr.Progress(),
     ):
         if not prompt or not str(prompt).strip():
@@ -102,6 +108,7 @@ def _text_tab(pipe, settings: DemoSettings):
         guidance_scale = _as_float("guidance scale", guidance_scale, 0.0, settings.max_guidance)
         num_images = _as_int("number of images", num_images, 1, settings.max_images)
         seed = _pick_seed(seed, randomize_seed, settings)
+        size = _checked_size(pipe, settings, height, width)
         images = _sample(
             pipe,
             progress,
@@ -112,12 +119,14 @@ def _text_tab(pipe, settings: DemoSettings):
             negative_prompt=negative_prompt or None,
             guidance_scale=guidance_scale,
             num_images_per_prompt=num_images,
-            **_checked_size(pipe, settings, height, width),
+            **size,
+            **_init_image_kwargs(pipe, settings, init_image, strength, size, steps),
         )
         return _gallery(images, f"seed {seed}"), seed
 
     guidance = c.guidance if c.guidance is not None else gr.State(1.0)
     inputs = [prompt, negative, c.steps, guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height, c.width]
+    inputs += [init.image, init.strength]
     _listen(button, text_to_image, inputs, [gallery, c.seed], api_name, settings)
     prompt.submit(
         text_to_image,
@@ -172,6 +181,7 @@ def _layout_tab(pipe, settings: DemoSettings):
             )
             overlay = gr.Checkbox(False, label="draw the boxes on the result", elem_id=f"{prefix}-overlay")
             c = _controls(pipe, settings, prefix, guidance=1.0 if guided else None, batch=True, size=True)
+            init = _init_image_controls(prefix, settings)
             button = gr.Button("Generate", variant="primary", elem_id=f"{prefix}-generate")
         with gr.Column():
             preview = gr.Image(
@@ -194,6 +204,8 @@ def _layout_tab(pipe, settings: DemoSettings):
         num_images=1,
         height=None,
         width=None,
+        init_image=None,
+        strength=DEFAULT_STRENGTH,
         progress=gr.Progress(),
     ):
         boxes = parse_layout(layout, categories=categories, max_objects=max_objects)
@@ -201,6 +213,7 @@ def _layout_tab(pipe, settings: DemoSettings):
         guidance_scale = _as_float("guidance scale", guidance_scale, 0.0, settings.max_guidance)
         num_images = _as_int("number of images", num_images, 1, settings.max_images)
         seed = _pick_seed(seed, randomize_seed, settings)
+        size = _checked_size(pipe, settings, height, width)
         images = _sample(
             pipe,
             progress,
@@ -210,7 +223,8 @@ def _layout_tab(pipe, settings: DemoSettings):
             layout=boxes,
             guidance_scale=guidance_scale,
             num_images_per_prompt=num_images,
-            **_checked_size(pipe, settings, height, width),
+            **size,
+            **_init_image_kwargs(pipe, settings, init_image, strength, size, steps),
         )
         if overlay_boxes:
             images = [draw_layout(boxes, image) for image in images]
@@ -219,6 +233,7 @@ def _layout_tab(pipe, settings: DemoSettings):
     table.change(_preview, inputs=[table], outputs=[preview], api_visibility="private")
     guidance = c.guidance if c.guidance is not None else gr.State(1.0)
     inputs = [table, overlay, c.steps, guidance, c.seed, c.randomize, c.scheduler, c.num_images, c.height, c.width]
+    inputs += [init.image, init.strength]
     _listen(button, layout_to_image, inputs, [gallery, c.seed], api_name, settings)
 
 

@@ -49,7 +49,7 @@ def _sample(pipe, progress: gr.Progress, *, scheduler: str, steps: int, seed: in
     run = _request_pipeline(pipe, scheduler)
 
     def on_step_end(p, i, t, tensors):
-        progress((i + 1, len(p.scheduler.timesteps)), desc="sampling", unit="steps")
+        progress((i + 1, p.num_timesteps or len(p.scheduler.timesteps)), desc="sampling", unit="steps")
         return tensors
 
     progress(0, desc="sampling")
@@ -177,3 +177,48 @@ def _listen(button: gr.Button, fn: Callable, inputs: list, outputs: list, api_na
         concurrency_id=_CONCURRENCY_ID,
         concurrency_limit=settings.concurrency_limit,
     )
+
+
+# ---------------------------------------------------------------------------------------------- image-to-image
+DEFAULT_STRENGTH = 0.8
+
+
+@dataclass
+class InitImage:
+    """The optional start image of image-to-image and how far it is noised."""
+
+    image: gr.Image
+    strength: gr.Slider
+
+
+def _init_image_controls(prefix: str, settings: DemoSettings) -> InitImage:
+    """An optional init image (image-to-image, SDEdit) and its strength, folded away until wanted."""
+    from .inputs import guard_upload
+
+    with gr.Accordion("start from an image (image-to-image)", open=False):
+        image = guard_upload(
+            gr.Image(type="pil", label="init image (optional; fitted to the output size)", elem_id=f"{prefix}-init"),
+            settings.max_upload_bytes,
+        )
+        strength = gr.Slider(
+            0.05, 1.0, value=DEFAULT_STRENGTH, step=0.05, label="strength (1 = ignore the image's detail)",
+            elem_id=f"{prefix}-strength",
+        )  # fmt: skip
+    return InitImage(image, strength)
+
+
+def _init_image_kwargs(pipe, settings: DemoSettings, image, strength, size: dict, steps: int) -> dict:
+    """``image=`` and ``strength=`` for the pipeline: the upload cropped and resized to the output size."""
+    if image is None:
+        return {}
+    from .inputs import _as_float
+
+    strength = _as_float("strength", strength, 0.0, 1.0)
+    if int(steps * strength) < 1:
+        raise _error(f"strength {strength} with {steps} steps runs no step: raise either")
+    import PIL.ImageOps
+
+    native = _native_side(pipe)
+    side = (size.get("width", native), size.get("height", native))
+    fitted = PIL.ImageOps.fit(image.convert("RGB"), side, PIL.Image.Resampling.LANCZOS)
+    return {"image": fitted, "strength": strength}
