@@ -9,6 +9,7 @@ underscore keeps it out of :func:`ldm_hub.cli.build_parser`'s discovery).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -137,3 +138,72 @@ def name_flags(message: str, flags: dict[str, str]) -> str:
     if not found:
         return message
     return f"{min(found)[1]}: {message}"
+
+
+# ---------------------------------------------------------------------------------------------- training settings
+def _scalar_type(annotation) -> tuple[type, bool]:
+    """(scalar type, optional?) of a settings field's annotation such as ``int | None``."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next(a for a in args if a is not type(None)), type(None) in args
+    return annotation, False
+
+
+def typed_config_values(cls, values: dict, source: str) -> dict:
+    """The values of a ``--config`` file checked against the settings' types, so a wrong one names its key
+    (``batch_size: "32x"``) instead of failing later; YAML's ``1e-4`` (read as a string) becomes the number."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    checked = dict(values)
+    for key, value in values.items():
+        if key not in names:  # unknown keys are named by build_config
+            continue
+        scalar, optional = _scalar_type(hints[key])
+        if value is None and optional:
+            continue
+        if scalar is float and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = checked[key] = float(value)
+        ok = {
+            bool: isinstance(value, bool),
+            int: isinstance(value, int) and not isinstance(value, bool),
+            float: isinstance(value, (int, float)) and not isinstance(value, bool),
+            str: isinstance(value, str),
+        }.get(scalar, True)
+        if not ok:
+            kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[scalar]
+            kind += " or null" if optional else ""
+            raise CommandError(
+                f"{source}: key '{key}' must be {kind}, got {type(value).__name__} {value!r} "
+                f"(the file's keys are the flags' names: '{key}' is --{key.replace('_', '-')})"
+            )
+    return checked
+
+
+def training_config_from_args(cls, args):
+    """The settings of ``cls`` from the flags and the ``--config`` file (flags win), each error naming the flag or
+    the file's key: the command line's :func:`ldm_hub.training.config.config_from_args`."""
+    import dataclasses
+
+    from ..training import config as training_config
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    file_values = None
+    if getattr(args, "config", None):
+        check_input_file("--config", args.config)
+        try:
+            file_values = training_config.read_config_file(args.config)
+        except ValueError as e:
+            raise CommandError(f"--config: {e}") from None
+        file_values = typed_config_values(cls, file_values, f"--config {args.config}")
+    try:
+        return training_config.build_config(cls, file_values, given)
+    except (ValueError, TypeError) as e:
+        raise CommandError(name_flags(str(e), {name: "--" + name.replace("_", "-") for name in sorted(names)})) from e

@@ -50,9 +50,10 @@ def run(args) -> int:
 
     from .. import training
     from ..training import config as training_config
+    from ._common import training_config_from_args
 
     config_class, function, _ = TRAINERS[args.what]
-    config = training_config.config_from_args(getattr(training_config, config_class), args)
+    config = training_config_from_args(getattr(training_config, config_class), args)  # errors name the flag
     if args.print_config:
         print(json.dumps(training_config.config_to_dict(config), indent=2))
         return 0
