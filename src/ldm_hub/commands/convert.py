@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def add_parser(sub) -> None:
@@ -14,7 +15,10 @@ def add_parser(sub) -> None:
     )
     conv.add_argument("checkpoint", help="the original .ckpt or .safetensors file")
     conv.add_argument("--original-config", required=True, help="the model's original YAML config")
-    conv.add_argument("--output", required=True, help="folder to write")
+    conv.add_argument("--output", required=True, help="folder to write (refused when not empty, unless --overwrite)")
+    conv.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty --output (its listed components are replaced)"
+    )
     conv.add_argument(
         "--ema", action=argparse.BooleanOptionalAction, default=None,
         help="use the EMA weights (model_ema.*); default: when the checkpoint has them; --no-ema: the raw weights",
@@ -29,6 +33,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from ..loading import ModelFileError, check_output_folder
+
+    check_output_folder(args.output, overwrite=args.overwrite)
+    for flag, path in (("checkpoint", args.checkpoint), ("--original-config", args.original_config)):
+        if not os.path.isfile(path):
+            raise ModelFileError(f"{flag} {path}: no such file")
     from ..convert.compvis import convert_single_file
     from ..pipelines.ldm_pipeline import LDMPipeline
 

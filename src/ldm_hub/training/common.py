@@ -207,3 +207,55 @@ def make_batch_stream(ds, reader, transform, config: TrainingConfig, accelerator
     if stream.skipped and accelerator.is_main_process:
         print(f"skipped {len(stream.skipped)} bad rows; first: {stream.skipped[0]}")
     return stream
+
+
+# What a training run writes into its output folder (besides the final model's files).
+RUN_ENTRIES = {"checkpoints", "logs", "samples", "latent-cache", "training_info.json", "training_config.json"}
+MODEL_ENTRIES = {"model_index.json", "pipeline.py", "README.md", "config.json", "diffusion_pytorch_model.safetensors"}
+
+
+def run_kind(folder: Path) -> str | None:
+    """``"ldm"`` / ``"autoencoder"`` for a folder written by a trainer, ``""`` for one of an unknown kind, None for
+    a folder holding anything a trainer does not write."""
+    from ..loading import listed_components
+
+    names = {p.name for p in folder.iterdir()}
+    allowed = RUN_ENTRIES | MODEL_ENTRIES | listed_components(folder / "model_index.json")
+    if names - allowed or not names & RUN_ENTRIES:
+        return None
+    for source in [folder / "training_config.json", *sorted((folder / "checkpoints").glob("*/trainer_state.json"))]:
+        try:
+            config = json.loads(source.read_text())
+        except (OSError, ValueError):
+            continue
+        config = config.get("config", config) if isinstance(config, dict) else {}
+        if isinstance(config, dict) and config:
+            return "ldm" if "conditioning" in config else "autoencoder"
+    return ""
+
+
+def check_output_dir(output_dir: str | Path, *, kind: str, resume: str | None, overwrite: bool) -> None:
+    """Refuse an output folder that holds something other than this trainer's own run (``--overwrite`` allows
+    it), and a previous run of it without ``--resume``; an :class:`~ldm_hub.loading.OutputExistsError` names it."""
+    from ..loading import OutputExistsError, check_output_folder
+
+    if not output_dir:
+        return  # the config's own validation names the missing --output-dir
+    folder = check_output_folder(output_dir, overwrite=True, flag="--output-dir")
+    if overwrite or not folder.is_dir() or not any(folder.iterdir()):
+        return
+    found = run_kind(folder)
+    if found is None:
+        entries = sorted(p.name for p in folder.iterdir())
+        raise OutputExistsError(
+            f"--output-dir {folder} holds files that are not a training run ({', '.join(entries[:4])}); choose "
+            "another folder, or pass --overwrite to train into it anyway"
+        )
+    if found and found != kind:
+        raise OutputExistsError(f"--output-dir {folder} holds a {found} training run, not a {kind} one; "
+                                "choose another folder or pass --overwrite")  # fmt: skip
+    if not resume:
+        raise OutputExistsError(
+            f"--output-dir {folder} holds a previous {kind} run; pass --resume latest to continue it, or "
+            "--overwrite to start a new run over it"
+        )
