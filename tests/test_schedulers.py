@@ -981,3 +981,30 @@ def test_scheduler_mixin_and_names():
     for cls in ORACLE:
         assert issubclass(cls, SchedulerMixin)
         assert not issubclass(cls, tuple(c for c, _ in ORACLE.values()))  # our own, not diffusers' subclasses
+
+
+@pytest.mark.parametrize("name", ["DDIMScheduler", "PLMSScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler"])
+def test_as_many_steps_as_training_timesteps(name):
+    """S = T works (with the LDM configs' steps_offset=1 too: the schedule is every training timestep); S > T is
+    an error naming num_inference_steps."""
+    import ldm_hub
+
+    cls = getattr(ldm_hub, name)
+    kwargs = dict(num_train_timesteps=50, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    if name != "DPMSolverMultistepScheduler":
+        kwargs["steps_offset"] = 1
+    scheduler = cls(**kwargs)
+    scheduler.set_timesteps(50)
+    assert int(scheduler.timesteps.max()) == 49  # in the table (DPM-Solver's own spacing, as diffusers')
+    if name != "DPMSolverMultistepScheduler":
+        assert int(scheduler.timesteps.min()) == 0
+    x = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    for t in scheduler.timesteps:
+        x = (
+            scheduler.step(0.1 * x, t, x, generator=torch.Generator().manual_seed(1)).prev_sample
+            if name == "DDPMScheduler"
+            else scheduler.step(0.1 * x, t, x).prev_sample
+        )
+    assert torch.isfinite(x).all()
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        scheduler.set_timesteps(51)

@@ -157,10 +157,16 @@ def spaced_timesteps(
       "leading":  {0, Δ, 2Δ, …, (S−1)Δ} + steps_offset   (CompVis DDIM/PLMS with steps_offset=1)
       "trailing": round(T, T − T/S, …, T/S) − 1           (always starts at T − 1)
       "linspace": round(linspace(0, T − 1, S))
+
+    Where the offset would push the first timestep to T or beyond (S = T with "leading" and steps_offset=1,
+    which diffusers' DDIM indexes past its table), the schedule is shifted down to end at T − 1: S = T is then
+    every training timestep, T − 1 … 0.
     """
     T, S = num_train_timesteps, num_inference_steps
     if spacing == "leading":
         ts = (np.arange(0, S) * (T // S)).round()[::-1].astype(np.int64) + steps_offset
+        if ts[0] > T - 1:
+            ts -= ts[0] - (T - 1)
     elif spacing == "trailing":
         ts = np.round(np.arange(T, 0, -T / S)).astype(np.int64) - 1
     elif spacing == "linspace":
