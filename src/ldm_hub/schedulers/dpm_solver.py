@@ -165,6 +165,10 @@ class DPMSolverMultistepScheduler(DiscreteScheduler):
             ts = (np.arange(0, S + 1) * (last // (S + 1))).round()[::-1][:-1] + cfg.steps_offset
         else:  # "trailing"
             ts = np.arange(last, 0, -T / S).round() - 1
+        if len(np.unique(ts)) < len(ts):
+            # Near S = T the rounding repeats a timestep, and a step of h = λ_s − λ_t = 0 divides by zero (diffusers'
+            # DPM-Solver returns NaN there): take S distinct timesteps evenly over [0, T′) instead.
+            ts = np.linspace(0, last - 1, S).round()[::-1]
         return ts.astype(np.int64)
 
     @staticmethod
