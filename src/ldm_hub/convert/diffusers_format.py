@@ -92,7 +92,8 @@ def check_config_values(config: dict, where: str) -> None:
             f"{where}: `scaling_factor` must be a positive finite number (the latent scale s, e.g. 0.18215), got {s!r}"
         )
     t = config.get("num_train_timesteps")
-    if "num_train_timesteps" in config and not (isinstance(t, int) and not isinstance(t, bool) and t >= 1):
+    # (diffusers' UNet2DModel config carries num_train_timesteps: null, meaning "not set")
+    if t is not None and not (isinstance(t, int) and not isinstance(t, bool) and t >= 1):
         raise ModelFileError(f"{where}: `num_train_timesteps` must be an integer >= 1, got {t!r}")
     for name in ("beta_start", "beta_end"):
         beta = config.get(name)
