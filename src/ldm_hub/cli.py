@@ -16,7 +16,7 @@ import re
 import sys
 
 from . import commands
-from .commands._common import BAD_INPUT, ENVIRONMENT, CommandError, os_reason
+from .commands._common import BAD_INPUT, ENVIRONMENT, CommandError, original_os_error, os_hint, os_reason
 
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 DEBUG_ENV = "LDM_HUB_DEBUG"
@@ -94,6 +94,8 @@ def describe_error(error: BaseException) -> tuple[int, str]:
 
     if isinstance(error, CommandError):
         code, message = error.exit_code, str(error)
+    elif isinstance(error, ModelFileError) and os_hint(original_os_error(error)):  # a write failed: disk full, ...
+        code, message = ENVIRONMENT, f"{error}{os_hint(original_os_error(error))}"
     elif isinstance(error, (ValueError, TypeError, ModelFileError)):
         code, message = BAD_INPUT, str(error)
     elif isinstance(error, (ImportError, MemoryError)):

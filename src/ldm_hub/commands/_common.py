@@ -10,6 +10,7 @@ underscore keeps it out of :func:`ldm_hub.cli.build_parser`'s discovery).
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -81,19 +82,37 @@ def write_file(flag: str, path: Path, data: bytes) -> None:
     try:
         atomic_write_bytes(path, data)
     except OSError as e:
-        raise CommandError(f"{flag}: cannot write {path}: {os_reason(e)}", ENVIRONMENT) from e
+        message = str(e) if str(path) in str(e) else f"cannot write {path}: {e.strerror or e}"
+        hint = os_hint(original_os_error(e))
+        raise CommandError(f"{flag}: {message}{hint}", ENVIRONMENT if hint else BAD_INPUT) from e
+
+
+def original_os_error(error: OSError) -> OSError:
+    """The OSError with the errno behind one that rewords it (ldm_hub's write errors keep it as their context)."""
+    while error.errno is None and isinstance(error.__context__, OSError):
+        error = error.__context__
+    return error
+
+
+# what to do about an OSError of the environment, by errno
+_OS_HINTS = {
+    errno.ENOSPC: " (the disk is full: free some space or write elsewhere)",
+    errno.EDQUOT: " (the disk quota is used up: free some space or write elsewhere)",
+    errno.EACCES: " (write elsewhere, or fix the folder's permissions)",
+    errno.EPERM: " (write elsewhere, or fix the folder's permissions)",
+    errno.EROFS: " (the file system is read-only: write elsewhere)",
+    errno.EIO: " (an I/O error of the disk)",
+}
+
+
+def os_hint(error: OSError) -> str:
+    """What to do about an OSError of the environment (a full disk, no permission), or "" for another one."""
+    return _OS_HINTS.get(error.errno, "")
 
 
 def os_reason(error: OSError) -> str:
     """What an OSError means for the user, in words, with what to do."""
-    import errno
-
-    reason = error.strerror or str(error)
-    if error.errno == errno.ENOSPC:
-        return f"{reason} (the disk is full: free some space or write elsewhere)"
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{reason} (write elsewhere, or fix the folder's permissions)"
-    return reason
+    return f"{error.strerror or error}{os_hint(original_os_error(error))}"
 
 
 # ---------------------------------------------------------------------------------------------- devices

@@ -277,6 +277,9 @@ def autoencoder_config(first_stage_config: Mapping) -> tuple[type[AutoencoderKL 
     attn_type = dd.get("attn_type", "vanilla")
     if attn_type not in ("vanilla", "none"):
         raise ValueError(f"ddconfig.attn_type={attn_type!r} is not supported (only 'vanilla' or 'none')")
+    for field in ("ch", "ch_mult", "num_res_blocks", "resolution", "in_channels", "out_ch", "z_channels"):
+        if field not in dd:
+            raise ValueError(f"{name}: params.ddconfig is missing field {field!r} (ddconfig.{field})")
 
     mult = list(dd["ch_mult"])
     resolution = dd["resolution"]
