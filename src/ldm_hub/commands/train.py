@@ -43,6 +43,11 @@ def add_parser(sub) -> None:
         parser = kinds.add_parser(name, help=help_text, description=help_text)
         training_config.add_config_arguments(parser, getattr(training_config, config_class))
         parser.add_argument("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
+        parser.add_argument(
+            "--overwrite", action="store_true",
+            help="train into an --output-dir that holds something other than this trainer's run (or a previous "
+            "run, without --resume)",
+        )  # fmt: skip
 
 
 def run(args) -> int:
@@ -57,6 +62,15 @@ def run(args) -> int:
     if args.print_config:
         print(json.dumps(training_config.config_to_dict(config), indent=2))
         return 0
+    import sys
+
+    from ..training.common import TrainingDivergedError, check_output_dir
+
+    check_output_dir(config.output_dir, kind=args.what, resume=config.resume, overwrite=args.overwrite)
     trainers = {"train_autoencoder": training.train_autoencoder, "train_ldm": training.train_ldm}
-    trainers[function](config)
+    try:
+        trainers[function](config)
+    except TrainingDivergedError as e:  # the run's own fault, not the input's: exit 1, nothing saved
+        print(f"ldm-hub train: error: {e}", file=sys.stderr)
+        return 1
     return 0

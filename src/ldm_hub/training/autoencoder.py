@@ -30,11 +30,12 @@ from ..loading import atomic_directory
 from .checkpoint import (
     KILL_AT_STEP,
     checkpoint_step,
-    load_checkpoint,
     maybe_fault,
-    resolve_resume,
+    poison_loss,
+    resume_checkpoint,
 )
 from .common import (
+    FiniteGuard,
     Progress,
     build_lr_scheduler,
     build_optimizer,
@@ -141,9 +142,9 @@ def train_autoencoder(config: AutoencoderTrainingConfig) -> Path:
         emas={},
     )
     step, extra = 0, {}
-    resume = resolve_resume(config.resume, output / "checkpoints")
-    if resume is not None:
-        state, data_state = load_checkpoint(accelerator, resume, **parts)
+    resumed = resume_checkpoint(accelerator, config.resume, output / "checkpoints", **parts)
+    if resumed is not None:
+        resume, state, data_state = resumed
         step = int(state["step"])
         stream.load_state_dict(data_state or state["data"])
         extra = state.get("extra", {})
@@ -160,6 +161,7 @@ def train_autoencoder(config: AutoencoderTrainingConfig) -> Path:
     seconds_before = float(extra.get("train_seconds", 0.0))  # training time of the runs this one resumes
     is_vq = raw_model.is_vq
     pixels_per_image = None
+    guard = FiniteGuard(accelerator, output / "checkpoints")  # a non-finite loss / gradient stops the run
 
     while step < config.max_steps:
         gan_on = step >= config.disc_start
@@ -183,7 +185,7 @@ def train_autoencoder(config: AutoencoderTrainingConfig) -> Path:
                 else:  # per-image KL sum over the pixel count: the CompVis ratio to a per-image L1 sum
                     reg_loss = config.kl_weight * reg.mean() / pixels_per_image
                     logs["kl"] = reg.mean().detach()
-                loss = rec_loss + reg_loss
+                loss = poison_loss(rec_loss + reg_loss, step + 1)
                 if gan_on:
                     raw_disc.requires_grad_(False)
                     g_loss = generator_adversarial_loss(raw_disc(reconstruction))
@@ -201,6 +203,7 @@ def train_autoencoder(config: AutoencoderTrainingConfig) -> Path:
             logs["reg_loss"] = reg_loss.detach()
         if config.max_grad_norm is not None:
             accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        guard.check(step + 1, {"loss": loss}, model.parameters())
         opt_ae.step()
         sched_ae.step()
         opt_ae.zero_grad(set_to_none=True)
@@ -215,10 +218,12 @@ def train_autoencoder(config: AutoencoderTrainingConfig) -> Path:
                     accelerator.backward(d_loss / len(pairs))
             if config.max_grad_norm is not None:
                 accelerator.clip_grad_norm_(disc.parameters(), config.max_grad_norm)
+            guard.check(step + 1, {"d_loss": d_loss}, disc.parameters())
             opt_disc.step()
             sched_disc.step()
             opt_disc.zero_grad(set_to_none=True)
             logs["d_loss"] = d_loss.detach()
+        guard.after_step(step + 1, opt_ae, *([opt_disc] if gan_on else []))
         step += 1
         with torch.no_grad():
             mse = ((pairs[-1][0] - pairs[-1][1]).float().clamp(-1, 1).pow(2)).mean() / 4.0  # on [0, 1] scale

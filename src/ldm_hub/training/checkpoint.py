@@ -12,6 +12,7 @@ ema-NAME.pt             EMA shadow weights and update count
 scaler.pt               the fp16 gradient scaler (mixed_precision="fp16" only)
 process-R.pt            per process R: torch (+CUDA) / Python / NumPy RNG states and its data position
 trainer_state.json      step, data position, values fixed during training (e.g. scaling_factor), config
+complete.json           written last: every file's size (the checkpoint is complete only with it)
 ======================  ====================================================================
 
 Every ``.pt`` file holds only tensors and plain values and is read with ``torch.load(weights_only=True)``.
@@ -20,8 +21,13 @@ final name in one ``os.replace``, so a crash at any moment leaves the previous c
 newest one (unfinished ``.tmp`` folders are ignored and removed by the next save). Several nodes need a
 shared file system for the checkpoint folder.
 
+Resuming reads every file of a checkpoint before applying any; ``--resume latest`` on a damaged checkpoint (no
+complete.json, a truncated file, corrupt JSON, weights or optimizer state) names the file and falls back to the
+newest intact one (:func:`resume_checkpoint`).
+
 Fault injection for tests: ``LDM_HUB_FAULT_KILL_AT_STEP=N`` SIGKILLs the process right after optimizer step
-N; ``LDM_HUB_FAULT_KILL_IN_CHECKPOINT=N`` SIGKILLs it half-way through writing checkpoint N.
+N; ``LDM_HUB_FAULT_KILL_IN_CHECKPOINT=N`` SIGKILLs it half-way through writing checkpoint N;
+``LDM_HUB_FAULT_NAN_LOSS_AT_STEP=N`` makes the loss of step N NaN (the run must stop there).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import random
 import re
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +48,18 @@ from safetensors.torch import load_file, save_file
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 KILL_AT_STEP = "LDM_HUB_FAULT_KILL_AT_STEP"
 KILL_IN_CHECKPOINT = "LDM_HUB_FAULT_KILL_IN_CHECKPOINT"
+NAN_LOSS_AT_STEP = "LDM_HUB_FAULT_NAN_LOSS_AT_STEP"
+COMPLETE_FILE = "complete.json"
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file is missing, truncated or corrupt; the message names it."""
+
+
+def poison_loss(loss: torch.Tensor, step: int) -> torch.Tensor:
+    """The loss, or NaN if ``LDM_HUB_FAULT_NAN_LOSS_AT_STEP`` names ``step`` (tests of the non-finite guard)."""
+    value = os.environ.get(NAN_LOSS_AT_STEP)
+    return loss * float("nan") if value is not None and int(value) == step else loss
 
 
 def maybe_fault(variable: str, step: int) -> None:
@@ -151,6 +170,11 @@ def save_checkpoint(
         for path in tmp.iterdir():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
+        sizes = {path.name: path.stat().st_size for path in sorted(tmp.iterdir())}
+        with open(tmp / COMPLETE_FILE, "w") as f:  # last: the mark that every file above is whole
+            f.write(json.dumps({"step": step, "files": sizes}, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         if final.exists():  # re-saving a step after a resume: swap the old folder out first
             old = root / f".checkpoint-{step:08d}.old"
             os.replace(final, old)
@@ -165,6 +189,48 @@ def save_checkpoint(
     return final
 
 
+def verify_checkpoint(folder: str | Path, *, require_mark: bool = True) -> None:
+    """Raise :class:`DamagedCheckpointError` naming the file if ``folder`` is not marked complete or a file it
+    lists is missing or has another size than when it was written."""
+    folder = Path(folder)
+    mark = folder / COMPLETE_FILE
+    if not mark.is_file():
+        if require_mark:
+            raise DamagedCheckpointError(f"{mark}: missing, so the checkpoint {folder} was never completed")
+        return
+    try:
+        sizes = json.loads(mark.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DamagedCheckpointError(f"{mark}: corrupt ({type(e).__name__}: {e})") from None
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            raise DamagedCheckpointError(f"{path}: missing from the checkpoint")
+        if path.stat().st_size != size:
+            raise DamagedCheckpointError(f"{path}: truncated or changed ({path.stat().st_size} bytes, written {size})")
+
+
+def _read(path: Path, reader):
+    if not path.is_file():
+        raise DamagedCheckpointError(f"{path}: missing from the checkpoint")
+    try:
+        return reader(path)
+    except Exception as e:  # noqa: BLE001 - each format raises its own types for a damaged file
+        reason = (str(e).splitlines() or [""])[0][:200]
+        raise DamagedCheckpointError(f"{path}: unreadable ({type(e).__name__}: {reason})") from None
+
+
+def _torch_file(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _json_file(path: Path) -> dict:
+    state = json.loads(path.read_text())
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise ValueError("not a trainer state (no integer 'step')")
+    return state
+
+
 def load_checkpoint(
     accelerator,
     folder: str | Path,
@@ -173,33 +239,68 @@ def load_checkpoint(
     optimizers: dict,
     schedulers: dict,
     emas: dict,
+    require_mark: bool = False,
 ) -> tuple[dict, dict | None]:
     """Restore a checkpoint into the given objects and this process's RNG; returns (trainer state, data state).
 
-    The data state is None when the checkpoint was written by fewer processes than this run has.
+    Every file is read (and checked) before anything is applied, so a damaged checkpoint raises
+    :class:`DamagedCheckpointError` naming the file and leaves the objects as they were. The data state is None
+    when the checkpoint was written by fewer processes than this run has.
     """
     folder = Path(folder)
-    state = json.loads((folder / "trainer_state.json").read_text())
-    for name, module in modules.items():
-        path = folder / f"model-{name}.safetensors"
-        if not path.is_file():
-            raise ValueError(f"checkpoint {folder} has no weights for {name!r} (model-{name}.safetensors)")
-        accelerator.unwrap_model(module).load_state_dict(load_file(str(path)), strict=True)
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(torch.load(folder / f"optimizer-{name}.pt", map_location="cpu", weights_only=True))
-    for name, scheduler in schedulers.items():
-        scheduler.load_state_dict(torch.load(folder / f"lr_scheduler-{name}.pt", weights_only=True))
-    for name, ema in emas.items():
-        ema.load_state_dict(torch.load(folder / f"ema-{name}.pt", map_location="cpu", weights_only=True))
+    verify_checkpoint(folder, require_mark=require_mark)
+    state = _read(folder / "trainer_state.json", _json_file)
+    weights = {name: _read(folder / f"model-{name}.safetensors", lambda p: load_file(str(p))) for name in modules}
+    optimizer_states = {name: _read(folder / f"optimizer-{name}.pt", _torch_file) for name in optimizers}
+    scheduler_states = {name: _read(folder / f"lr_scheduler-{name}.pt", _torch_file) for name in schedulers}
+    ema_states = {name: _read(folder / f"ema-{name}.pt", _torch_file) for name in emas}
+    scaler = None
     if accelerator.scaler is not None and (folder / "scaler.pt").is_file():
-        accelerator.scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
+        scaler = _read(folder / "scaler.pt", _torch_file)
     process_file = folder / f"process-{accelerator.process_index}.pt"
+    process = _read(process_file, _torch_file) if process_file.is_file() else None
+
+    for name, module in modules.items():
+        accelerator.unwrap_model(module).load_state_dict(weights[name], strict=True)
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(optimizer_states[name])
+    for name, scheduler in schedulers.items():
+        scheduler.load_state_dict(scheduler_states[name])
+    for name, ema in emas.items():
+        ema.load_state_dict(ema_states[name])
+    if scaler is not None:
+        accelerator.scaler.load_state_dict(scaler)
     data_state = None
-    if process_file.is_file():
-        process = torch.load(process_file, map_location="cpu", weights_only=True)
+    if process is not None:
         restore_rng_state(process["rng"])
         data_state = process["data"]
     return state, data_state
+
+
+def resume_checkpoint(accelerator, resume: str | None, root: str | Path, **parts) -> tuple[Path, dict, dict | None]:
+    """``--resume``: restore the named checkpoint, or for ``"latest"`` the newest intact one under ``root``.
+
+    A damaged newest checkpoint is named (its file) and skipped for the next newest; returns (folder, trainer
+    state, data state), or None when there is nothing to resume. An explicitly named damaged checkpoint, or only
+    damaged ones, raise :class:`DamagedCheckpointError`.
+    """
+    folder = resolve_resume(resume, Path(root))
+    if folder is None:
+        return None
+    if resume != "latest":
+        return folder, *load_checkpoint(accelerator, folder, **parts)
+    damaged = []
+    for candidate in reversed(list_checkpoints(root)):
+        try:
+            return candidate, *load_checkpoint(accelerator, candidate, require_mark=True, **parts)
+        except DamagedCheckpointError as e:
+            damaged.append(str(e))
+            if accelerator.is_main_process:
+                print(f"--resume latest: skipping a damaged checkpoint: {e}", file=sys.stderr)
+    raise DamagedCheckpointError(
+        f"--resume latest: no intact checkpoint under {root} ({'; '.join(damaged)}); remove the damaged ones to "
+        "start afresh"
+    )
 
 
 def checkpoint_step(accelerator, config, output, step: int, stream, extra: dict, parts: dict) -> None:

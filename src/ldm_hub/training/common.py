@@ -211,6 +211,7 @@ def make_batch_stream(ds, reader, transform, config: TrainingConfig, accelerator
 
 # What a training run writes into its output folder (besides the final model's files).
 RUN_ENTRIES = {"checkpoints", "logs", "samples", "latent-cache", "training_info.json", "training_config.json"}
+RUN_FILES = {"caption-vocab.txt"}  # written by a conditioner's training set-up (text: the caption vocabulary)
 MODEL_ENTRIES = {"model_index.json", "pipeline.py", "README.md", "config.json", "diffusion_pytorch_model.safetensors"}
 
 
@@ -220,8 +221,8 @@ def run_kind(folder: Path) -> str | None:
     from ..loading import listed_components
 
     names = {p.name for p in folder.iterdir()}
-    allowed = RUN_ENTRIES | MODEL_ENTRIES | listed_components(folder / "model_index.json")
-    if names - allowed or not names & RUN_ENTRIES:
+    allowed = RUN_ENTRIES | RUN_FILES | MODEL_ENTRIES | listed_components(folder / "model_index.json")
+    if names - allowed or not names & (RUN_ENTRIES | RUN_FILES):
         return None
     for source in [folder / "training_config.json", *sorted((folder / "checkpoints").glob("*/trainer_state.json"))]:
         try:
@@ -258,4 +259,61 @@ def check_output_dir(output_dir: str | Path, *, kind: str, resume: str | None, o
         raise OutputExistsError(
             f"--output-dir {folder} holds a previous {kind} run; pass --resume latest to continue it, or "
             "--overwrite to start a new run over it"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- non-finite guard
+class TrainingDivergedError(FloatingPointError):
+    """A non-finite loss or gradient (or too many fp16 steps skipped in a row): the run stopped, nothing saved."""
+
+
+MAX_SKIPPED_STEPS = 20  # fp16 loss-scaling steps skipped in a row before the run counts as diverged
+
+
+class FiniteGuard:
+    """Stops a run at the first non-finite loss or gradient, before the optimizer step that would spread it, so
+    nothing after it is saved or pushed. With fp16 loss scaling, overflowing steps are the GradScaler's to skip
+    (by design): they are counted, and :data:`MAX_SKIPPED_STEPS` in a row is the same error."""
+
+    def __init__(self, accelerator, checkpoints: Path):
+        self.accelerator, self.checkpoints = accelerator, Path(checkpoints)
+        self.skipped_in_a_row = self.skipped = 0
+
+    def check(self, step: int, losses: dict[str, torch.Tensor], parameters) -> None:
+        """Before ``optimizer.step()`` of optimizer step ``step``: raise if a loss or a gradient is not finite."""
+        if self.accelerator.scaler is not None:
+            return  # the scaler finds and skips those steps itself; see after_step
+        grads = [p.grad for p in parameters if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        device = self.accelerator.device
+        values = torch.stack([v.detach().float().reshape(()).to(device) for v in [*losses.values(), norm]])
+        bad = (~torch.isfinite(values)).any().float()
+        if self.accelerator.reduce(bad, reduction="sum").item() == 0:
+            return
+        named = ", ".join(f"{k}={v.item()}" for k, v in zip([*losses, "gradient norm"], values, strict=True))
+        raise TrainingDivergedError(f"step {step}: non-finite loss or gradient ({named}). {self._stopped()}")
+
+    def after_step(self, step: int, *optimizers) -> None:
+        """After the optimizer steps: count the steps the fp16 GradScaler skipped."""
+        if self.accelerator.scaler is None:
+            return
+        if any(getattr(o, "step_was_skipped", False) for o in optimizers):
+            self.skipped += 1
+            self.skipped_in_a_row += 1
+            if self.skipped_in_a_row >= MAX_SKIPPED_STEPS:
+                raise TrainingDivergedError(
+                    f"step {step}: the fp16 loss scaler skipped {self.skipped_in_a_row} steps in a row (the loss or "
+                    f"gradients stay non-finite). {self._stopped()}"
+                )
+        else:
+            self.skipped_in_a_row = 0
+
+    def _stopped(self) -> str:
+        from .checkpoint import latest_checkpoint
+
+        last = latest_checkpoint(self.checkpoints)
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
+        return (
+            f"The run stopped and saved nothing after it; {where}. Resume with --resume latest and a lower "
+            "--learning-rate (or --max-grad-norm)"
         )

@@ -43,11 +43,12 @@ from ..models.first_stage import downsampling_factor, encode_moments, sample_lat
 from .checkpoint import (
     KILL_AT_STEP,
     checkpoint_step,
-    load_checkpoint,
     maybe_fault,
-    resolve_resume,
+    poison_loss,
+    resume_checkpoint,
 )
 from .common import (
+    FiniteGuard,
     Progress,
     build_lr_scheduler,
     build_optimizer,
@@ -311,9 +312,9 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
         emas={"denoiser": ema} if ema is not None else {},
     )
     step, extra = 0, {}
-    resume = resolve_resume(config.resume, output / "checkpoints")
-    if resume is not None:
-        state, data_state = load_checkpoint(accelerator, resume, **parts)
+    resumed = resume_checkpoint(accelerator, config.resume, output / "checkpoints", **parts)
+    if resumed is not None:
+        resume, state, data_state = resumed
         step, extra = int(state["step"]), state.get("extra", {})
         stream.load_state_dict(data_state or state["data"])
         if accelerator.is_main_process:
@@ -335,6 +336,7 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
     progress = Progress(accelerator, config, step, samples_per_step)
     start_time = time.perf_counter()
     seconds_before = float(extra.get("train_seconds", 0.0))  # training time of the runs this one resumes
+    guard = FiniteGuard(accelerator, output / "checkpoints")  # a non-finite loss / gradient stops the run
 
     def latents_of(batch) -> torch.Tensor:
         if "moments" in batch:
@@ -366,12 +368,14 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
             last = micro == config.gradient_accumulation_steps - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 prediction = model(z_t, t, **inputs)  # ε̂ (B, c, h, w)
-                loss = F.mse_loss(prediction.float(), noise.float())
+                loss = poison_loss(F.mse_loss(prediction.float(), noise.float()), step + 1)
                 accelerator.backward(loss / config.gradient_accumulation_steps)
             logs["loss"] = loss.detach()
         if config.max_grad_norm is not None:
             logs["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        guard.check(step + 1, {"loss": loss}, model.parameters())
         optimizer.step()
+        guard.after_step(step + 1, optimizer)
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
