@@ -18,7 +18,6 @@ from ..options import DTYPES, SCHEDULERS, scheduler_class
 from ._common import (
     CommandError,
     check_device,
-    check_input_file,
     check_number,
     check_output_path,
     name_flags,
@@ -131,25 +130,21 @@ def parse_class_labels(values: list[str]) -> list[int]:
     return labels
 
 
-# the pipeline's argument names → the flags that set them (a library error is reworded with these)
+# The pipeline's arguments set by a flag of the same name (``tile_size`` ← ``--tile-size``), and those whose flag
+# is named otherwise: a library error is reworded with the flags (:func:`~ldm_hub.commands._common.name_flags`).
+SAME_NAMED = (
+    "eta", "height", "width", "negative_prompt", "prompt", "image", "layout", "segmentation", "tile_size",
+    "tile_overlap",
+)  # fmt: skip
 FLAGS = {
+    **{name: "--" + name.replace("_", "-") for name in SAME_NAMED},
     "num_inference_steps": "--steps",
     "guidance_scale": "--guidance-scale",
-    "eta": "--eta",
-    "height": "--height",
-    "width": "--width",
     "num_images_per_prompt": "--num-images",
     "batch_size": "--num-images",
-    "negative_prompt": "--negative-prompt",
-    "prompt": "--prompt",
     "mask_image": "--mask",
-    "image": "--image",
     "layouts": "--layout",
-    "layout": "--layout",
     "class_labels": "--class-label",
-    "segmentation": "--segmentation",
-    "tile_size": "--tile-size",
-    "tile_overlap": "--tile-overlap",
     "generator": "--seed",
     "torch_dtype": "--dtype",
 }
@@ -181,8 +176,7 @@ def check_arguments(args) -> dict:
         ("--segmentation", "segmentation", args.segmentation),
     ):  # fmt: skip
         if path:
-            check_input_file(flag, path)
-            kwargs[name] = _read_image(path, flag)
+            kwargs[name] = _read_image(path, flag)  # names the flag and the path of a missing or unreadable file
     if args.layout is not None:
         layout = parse_layout(args.layout)
         try:
