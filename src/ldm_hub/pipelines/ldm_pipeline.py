@@ -12,7 +12,6 @@ evaluation).
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,21 +26,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..conditioning.base import Condition, Conditioner, _dtype_of
 from ..conditioning.modes import conditioner_for
 from ..conditioning.modes.text import TextConditioner
-from ..convert.pipeline_folder import (
-    PIPELINE_COMPONENTS,
-    cast_for_variant,
-    clear_tokenizer_call_state,
-    is_ldm_hub_index,
-    read_pipeline_folder,
-    write_loader_files,
-)
+from ..convert import pipeline_folder as folders
 from ..hub import naming_the_repo, resolve_folder
 from ..hub_mixin import HubMixin
 from ..loading import atomic_directory
 from ..models.first_stage import downsampling_factor
 from ..tiling import DEFAULT_TILE_BATCH_SIZE, TileGrid, plan_tiles
+from . import checks
 from .acceleration import COMPILE_MODES_WITH_CUDA_GRAPHS, AccelerationMixin, denoise_step  # noqa: F401
-from .checks import check_call, check_init_image, device_map_values, place_on, postprocess, tile_plan
 from .image_to_image import init_image_tensor, noised_init_latents, start_index
 
 _PUSH_ARGUMENTS = {
@@ -318,13 +310,14 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
             init_image, y["image"] = y["image"], None
         else:
             init_image = None
-        output_type, tensor_inputs = check_call(
-            conditioner, y, guidance_scale, output_type, num_images_per_prompt, num_inference_steps,
-            callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs,
+        output_type, tensor_inputs = checks.check_call(
+            conditioner, self.scheduler, y, guidance_scale, eta, batch_size, latents, output_type,
+            num_images_per_prompt, num_inference_steps, callback_on_step_end, callback_on_step_end_tensor_inputs,
+            self._callback_tensor_inputs,
         )  # fmt: skip
-        strength = check_init_image(conditioner, init_image, strength, latents, num_inference_steps)
+        strength = checks.check_init_image(conditioner, init_image, strength, latents, num_inference_steps)
         self._guidance_scale = guidance_scale
-        tiles = tile_plan(conditioner, tile_size, tile_overlap, tile_batch_size)
+        tiles = checks.tile_plan(conditioner, tile_size, tile_overlap, tile_batch_size)
         device = self._execution_device
 
         # 2. Encode y: the cross-attention context (unconditional half first when guided) or channels to stack.
@@ -365,7 +358,9 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
             images = conditioner.finish(images, condition)
 
         # 7. Postprocess to the output type.
-        images = postprocess(images, output_type, self.numpy_to_pil)
+        images = checks.postprocess(
+            images, output_type, self.numpy_to_pil, check=lambda x: checks.check_output(x, self, guidance_scale)
+        )
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
@@ -421,12 +416,8 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
         Each step guides when the context holds an unconditional and a conditional half (twice the latents'
         batch) with the current ``_guidance_scale``; a callback may replace the latents, the context
         (``prompt_embeds``) or the stacked channels (``condition``)."""
-        step_kwargs = {}
-        step_params = set(inspect.signature(self.scheduler.step).parameters)
-        if "eta" in step_params:
-            step_kwargs["eta"] = eta
-        if "generator" in step_params:
-            step_kwargs["generator"] = generator
+        step_kwargs = {name: value for name, value in (("eta", eta), ("generator", generator))
+                       if checks.step_accepts(self.scheduler, name)}  # fmt: skip
         context, concat = condition.context, condition.concat
         scale = self._guidance_scale if self.do_classifier_free_guidance else None
         graphed = self._captured_loop(
@@ -521,27 +512,28 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
         if dtype is not None and torch_dtype is not None:
             raise ValueError("pass either `dtype` or `torch_dtype` (its older name), not both")
         torch_dtype = dtype if dtype is not None else torch_dtype
-        if device_map is not None and device_map not in device_map_values():
-            raise ValueError(f"`device_map`={device_map!r} is not supported; choose one of {device_map_values()}")
-        hub_id = None if Path(pretrained_model_name_or_path).exists() else str(pretrained_model_name_or_path)
-        unknown = set(components) - set(PIPELINE_COMPONENTS)
-        if unknown:  # refused before any download
-            raise TypeError(
-                f"unexpected keyword argument(s) {sorted(unknown)}; components are {sorted(PIPELINE_COMPONENTS)}"
+        if device_map is not None and device_map not in checks.device_map_values():
+            raise ValueError(
+                f"`device_map`={device_map!r} is not supported; choose one of {checks.device_map_values()}"
             )
+        hub_id = None if Path(pretrained_model_name_or_path).exists() else str(pretrained_model_name_or_path)
+        unknown = set(components) - set(folders.PIPELINE_COMPONENTS)
+        if unknown:  # refused before any download
+            known = sorted(folders.PIPELINE_COMPONENTS)
+            raise TypeError(f"unexpected keyword argument(s) {sorted(unknown)}; components are {known}")
         folder = resolve_folder(
             pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir, token=token,
             local_files_only=local_files_only,
         )  # fmt: skip
         with naming_the_repo(hub_id, revision):
-            loaded, info = read_pipeline_folder(folder, components, variant=variant, torch_dtype=torch_dtype)
+            loaded, info = folders.read_pipeline_folder(folder, components, variant=variant, torch_dtype=torch_dtype)
         pipe = cls(**loaded)
         for attribute, value in info.items():
             setattr(pipe, attribute, value)
-        if hub_id is not None and pipe.base_model is None and not is_ldm_hub_index(folder):
+        if hub_id is not None and pipe.base_model is None and not folders.is_ldm_hub_index(folder):
             pipe.base_model = hub_id  # converted from a diffusers-format Hub repo
         if device_map is not None:
-            place_on(pipe, device_map)
+            checks.place_on(pipe, device_map)
         return pipe
 
     def save_pretrained(
@@ -560,10 +552,10 @@ class LDMPipeline(HubMixin, AccelerationMixin, DiffusionPipeline):
         (``repo_id=`` defaults to the folder name; other keyword arguments go to :meth:`push_to_hub`).
         """
         push_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _PUSH_ARGUMENTS}
-        clear_tokenizer_call_state(self)
-        with atomic_directory(save_directory) as tmp, cast_for_variant(self, variant):
+        folders.clear_tokenizer_call_state(self)
+        with atomic_directory(save_directory) as tmp, folders.cast_for_variant(self, variant):
             super().save_pretrained(tmp, safe_serialization=safe_serialization, variant=variant, **kwargs)
-            write_loader_files(self, tmp)
+            folders.write_loader_files(self, tmp)
         if push_to_hub:
             repo_id = push_kwargs.pop("repo_id", None) or Path(save_directory).resolve().name
             self.push_to_hub(repo_id, variant=variant, safe_serialization=safe_serialization, **push_kwargs)

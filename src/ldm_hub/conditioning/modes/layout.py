@@ -43,6 +43,16 @@ class LayoutConditioner(Conditioner):
                     f"a `layout` tensor must be int64 token ids (B, {length}), got "
                     f"{layout.dtype} of shape {tuple(layout.shape)}"
                 )
+            vocab = self.tokenizer.config.vocab_size
+            if (
+                layout.device.type != "meta"
+                and layout.numel()
+                and not (0 <= int(layout.min()) and int(layout.max()) < vocab)
+            ):
+                raise ValueError(
+                    f"`layout` token ids must lie in [0, {vocab}) (the layout tokenizer's vocabulary), got "
+                    f"[{int(layout.min())}, {int(layout.max())}]"
+                )
             tokens = layout.to(device)
         else:
             tokens = self.tokenizer(layout, device=device)  # (B, L)
