@@ -9,15 +9,12 @@ scratch, for tests), ``build_pipeline("text2im-tiny")`` one that runs in a secon
 Every preset has a *kind*: ``"pipeline"`` (whole pipelines) or the pipeline component one model fills
 (``"vae"``, ``"unet"``, ``"cond_encoder"``). Names are unique across kinds and read ``<what>-<size>``: what is
 built first, the size last — the published repo's tag (``text2im-large-256``, ``superres-4x-openimages``,
-``celebahq-256``), ``shapes`` (the sizes the default models are trained at: 64×64 images, f4 autoencoder, 16×16
-latents; about the calibration run of issue 4, a 0.9M-parameter autoencoder, 6.7M-parameter text / layout UNets
-with a 0.8M LDMBert, a 4.4M super-resolution UNet, so that text + super-resolution + autoencoder fit 30 MB in
-fp16) or ``tiny`` (seconds on a CPU, for tests). Older names stay accepted everywhere a preset is named
-(:data:`ALIASES`, e.g. ``tiny-text`` → ``unet-text-tiny``).
+``celebahq-256``), ``shapes`` (the default models' sizes: 64×64 images, f4 autoencoder, 16×16 latents; text +
+super-resolution + autoencoder fit 30 MB in fp16) or ``tiny`` (seconds on a CPU, for tests). Older names stay
+accepted everywhere a preset is named (:data:`ALIASES`, e.g. ``tiny-text`` → ``unet-text-tiny``).
 
-The per-kind tables :data:`PRESETS` (pipelines), :data:`AUTOENCODER_PRESETS`, :data:`LDM_PRESETS` (UNets) and
-:data:`TEXT_ENCODER_PRESETS` are read-only views of the one :data:`REGISTRY`, in the formats they have always had
-(also re-exported by :mod:`ldm_hub.training.presets`).
+The tables :data:`PRESETS`, :data:`AUTOENCODER_PRESETS`, :data:`LDM_PRESETS` and :data:`TEXT_ENCODER_PRESETS` are
+read-only views of the one :data:`REGISTRY` in their old formats (re-exported by :mod:`ldm_hub.training.presets`).
 """
 
 from __future__ import annotations
@@ -545,9 +542,13 @@ def encoder_preset_for(unet_preset: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------------- build
 def _model_class(class_name: str):
-    import ldm_hub
+    """The class a preset names (a fixed table: presets build only these)."""
+    from .conditioning.text import LDMBertModel
+    from .models import autoencoder_kl, autoencoder_vq, unet
+    from .schedulers.ddim import DDIMScheduler
 
-    return getattr(ldm_hub, class_name)
+    kinds = (autoencoder_kl.AutoencoderKL, autoencoder_vq.VQModel, unet.LDMUNet, LDMBertModel, DDIMScheduler)
+    return {cls.__name__: cls for cls in kinds}[class_name]
 
 
 def build_model(preset: str, **overrides):
@@ -575,8 +576,6 @@ def build_pipeline(preset: str, *, seed: int = 0, vocab_file: str | None = None)
         >>> pipe(num_inference_steps=2, output_type="np").images.shape
         (1, 32, 32, 3)
     """
-    import ldm_hub
-
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     torch.manual_seed(seed)
@@ -596,5 +595,6 @@ def build_pipeline(preset: str, *, seed: int = 0, vocab_file: str | None = None)
     for module in parts.values():
         if isinstance(module, torch.nn.Module):
             module.eval()
-    pipe = ldm_hub.LDMPipeline(**parts)
-    return pipe
+    from .pipelines.ldm_pipeline import LDMPipeline
+
+    return LDMPipeline(**parts)
