@@ -148,7 +148,7 @@ def name_flags(message: str, flags: dict[str, str]) -> str:
     ``--height: `height`=60 ...``); unchanged when it names a flag already."""
     for name, flag in flags.items():
         message = re.sub(rf"(?<![\w`-]){re.escape(name)}=(\S+)", rf"{flag} \1", message)
-    if re.search(r"(^|\s)--\w", message):
+    if re.search(r"(?<![\w-])--\w", message):
         return message
     found = [(message.find(f"`{name}`"), flag) for name, flag in flags.items() if f"`{name}`" in message]
     if not found:  # a bare field name: one with an underscore, or the message's first word
