@@ -3,6 +3,7 @@
 The condition flags follow the model's mode (``LDMPipeline.conditioning``): ``--prompt`` (text), ``--layout``
 (layout-to-image), ``--class-label`` (class-conditional), ``--segmentation`` (semantic synthesis),
 ``--image`` (super-resolution) or ``--image`` + ``--mask`` (inpainting); none for an unconditional model.
+``--init-image IMG --strength S`` starts the others from an image (image-to-image).
 Without ``--model`` the model shipped in the package is used (:func:`ldm_hub.default_model_path`): the
 super-resolution one with ``--image``, else the text + layout one — so on a fresh install, with no download,
 
@@ -38,6 +39,14 @@ def add_parser(sub) -> None:
         "--image", help="low-resolution input image (super-resolution models), or the image to inpaint (with --mask)"
     )
     gen.add_argument("--mask", help="inpainting mask PNG, the size of --image: white = area to fill")
+    gen.add_argument(
+        "--init-image",
+        help="image-to-image (SDEdit): start from this image, noised to --strength (text, layout, class, "
+        "semantic and unconditional models; the output has its size)",
+    )
+    gen.add_argument(
+        "--strength", type=float, help="image-to-image: how far --init-image is noised, in (0, 1] (default 0.8)"
+    )
     gen.add_argument(
         "--layout",
         help="layout-to-image: a JSON file or inline JSON, "
@@ -134,7 +143,7 @@ def parse_class_labels(values: list[str]) -> list[int]:
 # is named otherwise: a library error is reworded with the flags (:func:`~ldm_hub.commands._common.name_flags`).
 SAME_NAMED = (
     "eta", "height", "width", "negative_prompt", "prompt", "image", "layout", "segmentation", "tile_size",
-    "tile_overlap",
+    "tile_overlap", "strength",
 )  # fmt: skip
 FLAGS = {
     **{name: "--" + name.replace("_", "-") for name in SAME_NAMED},
@@ -167,13 +176,24 @@ def check_arguments(args) -> dict:
         raise CommandError("--tile-overlap needs --tile-size")
     if args.mask and not args.image:
         raise CommandError("--mask needs --image (the image to inpaint)")
+    if args.strength is not None:
+        if args.init_image is None:
+            raise CommandError("--strength needs --init-image (image-to-image)")
+        check_number("--strength", args.strength, above=0, hint=" (in (0, 1])")
+        if args.strength > 1:
+            raise CommandError(f"--strength {args.strength!r}: must be in (0, 1]")
+    if args.init_image and args.image:
+        raise CommandError(
+            "--init-image and --image: --image is the condition of super-resolution and inpainting models, "
+            "--init-image the start of image-to-image for the others; pass one"
+        )
     check_device("--device", args.device)
     for path in _output_paths(args.output, args.num_images):
         check_output_path("--output", path)
     kwargs = {}
     for flag, name, path in (
         ("--image", "image", args.image), ("--mask", "mask_image", args.mask),
-        ("--segmentation", "segmentation", args.segmentation),
+        ("--segmentation", "segmentation", args.segmentation), ("--init-image", "image", args.init_image),
     ):  # fmt: skip
         if path:
             kwargs[name] = _read_image(path, flag)  # names the flag and the path of a missing or unreadable file
@@ -191,6 +211,8 @@ def check_arguments(args) -> dict:
         kwargs["tile_size"] = args.tile_size
     if args.tile_overlap is not None:
         kwargs["tile_overlap"] = args.tile_overlap
+    if args.strength is not None:
+        kwargs["strength"] = args.strength
     return kwargs
 
 
@@ -232,7 +254,8 @@ def run(args) -> int:
             **kwargs,
         ).images
     except (ValueError, TypeError) as e:  # the library's words, with the flags instead of its argument names
-        raise CommandError(name_flags(str(e), FLAGS)) from e
+        flags = {**FLAGS, "image": "--init-image"} if args.init_image else FLAGS
+        raise CommandError(name_flags(str(e), flags)) from e
     # each PNG appears whole or not at all (Ctrl-C, a full disk): written to a temporary sibling, then renamed
     for path, image in zip(_output_paths(args.output, len(images)), images):
         buffer = io.BytesIO()
