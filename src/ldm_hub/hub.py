@@ -1,33 +1,10 @@
-"""The Hugging Face Hub side of ldm_hub: what a pushed pipeline repo holds besides its weights.
+"""The Hugging Face Hub side of ldm_hub: model cards, upload (:func:`push_pipeline`, :func:`push_component`) and
+download (:func:`resolve_folder`, with its errors translated to say which repo, revision or file failed).
 
-The folder format itself (``pipeline.py``, loader files, ``model_index.json`` extras) lives in
-:mod:`ldm_hub.convert.pipeline_folder`; this module adds the model card, the upload and the download. A pipeline
-folder or repo written by :meth:`LDMPipeline.save_pretrained` / ``push_to_hub`` is a diffusers
-pipeline layout (``model_index.json`` + one folder per component) plus three things, so that it loads with
-ldm_hub **and** with plain diffusers (ldm_hub installed) as the same ``ldm_hub.LDMPipeline``, never as diffusers'
-own unconditional ``LDMPipeline`` whose name ours shares:
-
-==========================  ======================================================================================
-file                        why
-==========================  ======================================================================================
-``pipeline.py``             diffusers' custom-pipeline entry file (:data:`PIPELINE_SOURCE`): exactly one pipeline
-                            class, ``ldm_hub.LDMPipeline`` re-exported. ``DiffusionPipeline.from_pretrained(repo,
-                            trust_remote_code=True)`` or ``custom_pipeline=repo`` load it. The same text is the
-                            top-level ``pipelines/ldm_hub_pipeline/pipeline.py`` of the source tree; it ships inside
-                            the package as this string, so a wheel install uploads it too.
-``model_index.json``        ``"_class_name": ["pipeline", "LDMPipeline"]`` (diffusers then looks the class up in
-                            ``pipeline.py`` instead of in diffusers); components ``["ldm_hub", "ClassName"]``.
-``<component>/ldm_hub.py``  diffusers' custom-component convention: ``["ldm_hub", "LDMUNet"]`` for a Hub repo means
-                            "class ``LDMUNet`` from ``unet/ldm_hub.py``" (diffusers 0.42 refuses any other library
-                            name at download). The file only re-exports the installed ldm_hub's classes
-                            (:data:`COMPONENT_SOURCE`).
-``README.md``               the model card (:func:`model_card`), written on every push.
-==========================  ======================================================================================
-
-Extra facts travel in ``model_index.json`` under keys diffusers ignores (leading ``_``): ``_base_model`` (the Hub
-repo a pipeline was converted from) and ``_training_info`` (a dict the trainer attaches as
-``pipe.training_info``, e.g. ``{"dataset": "user/shapes", "steps": 20000, "batch_size": 64}``); both reach the
-model card.
+What a pushed repo holds besides its weights — ``pipeline.py``, the ``<component>/ldm_hub.py`` loader files and the
+``model_index.json`` extras that make it load with plain diffusers too — is the folder format of
+:mod:`ldm_hub.convert.pipeline_folder` (its names are re-exported here); this module adds the ``README.md`` model
+card (:func:`model_card`), written on every push, from what the pipeline's conditioner says about its mode.
 
 Example:
     >>> from ldm_hub.presets import build_pipeline

@@ -221,6 +221,15 @@ class Conditioner:
         """τ_θ(y) inside the training forward, for a condition encoder trained with ε_θ: (context, concat)."""
         raise NotImplementedError(f"{cls.__name__} trains no condition encoder")
 
+    def encoder_inputs(self, y, *, train_encoder: bool, autocast) -> dict:
+        """The :class:`~ldm_hub.models.denoiser.Denoiser` inputs for encoder inputs ``y``: τ_θ run inside the
+        training forward when it is trained, else once here under ``no_grad`` (a frozen encoder)."""
+        if train_encoder:
+            return {"encode": self.training_encode, "y": y}
+        with torch.no_grad(), autocast():
+            context, concat = self.training_encode(self.cond_encoder, y)
+        return {"context": context, "concat": concat}
+
     def training_inputs(self, batch: dict, drop: torch.Tensor, *, train_encoder: bool, device, autocast) -> dict:
         """The :class:`~ldm_hub.models.denoiser.Denoiser` keyword inputs for a training batch, y replaced by its
         unconditional input where ``drop`` (B,) is True (concat conditions are never dropped)."""

@@ -104,10 +104,7 @@ class LayoutConditioner(Conditioner):
         ids = self.tokenizer(list(batch["layout"]), device=device)  # (B, L)
         empty = self.tokenizer.unconditional(len(ids), device=device)
         ids = torch.where(drop.to(device)[:, None], empty, ids)
-        if train_encoder:
-            return {"encode": self.training_encode, "y": ids}
-        with torch.no_grad(), autocast():
-            return {"context": self.cond_encoder(ids)[0]}
+        return self.encoder_inputs(ids, train_encoder=train_encoder, autocast=autocast)
 
     def sample_kwargs(self, batch) -> dict:
         return {"layout": list(batch["layout"])}

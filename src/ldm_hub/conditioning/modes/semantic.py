@@ -147,10 +147,7 @@ class SemanticConditioner(Conditioner):
 
     def training_inputs(self, batch, drop, *, train_encoder, device, autocast) -> dict:
         segmentation = batch["segmentation"].to(device)  # a concat condition is never dropped
-        if train_encoder:
-            return {"encode": self.training_encode, "y": segmentation}
-        with torch.no_grad(), autocast():
-            return {"concat": self.cond_encoder.encode_indices(segmentation)}
+        return self.encoder_inputs(segmentation, train_encoder=train_encoder, autocast=autocast)
 
     def sample_kwargs(self, batch) -> dict:
         return {"segmentation": batch["segmentation"]}

@@ -189,10 +189,7 @@ class TextConditioner(Conditioner):
         ids = self.tokenizer(
             captions, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
         ).input_ids.to(device)
-        if train_encoder:
-            return {"encode": self.training_encode, "y": ids}
-        with torch.no_grad(), autocast():
-            return {"context": self.cond_encoder(ids)[0]}
+        return self.encoder_inputs(ids, train_encoder=train_encoder, autocast=autocast)
 
     def sample_kwargs(self, batch) -> dict:
         return {"prompt": list(batch["caption"])}
