@@ -59,3 +59,45 @@ def test_template_set_covers_what_issue_16_lists(minimum):
         for tag in e["tags"]:
             if tag.startswith(("relation:", "place:")):
                 assert tag.split(":", 1)[1] in text, (tag, e["prompt"])
+
+
+# ---------------------------------------------------------------------------------------------- the scorer
+def test_scorer_reads_rendered_plans_as_right_and_a_swap_as_wrong():
+    from ldm_hub.data.shapes import render_layout
+    from ldm_hub.evaluation import detect_shapes
+    from ldm_hub.prompt_evaluation import score_prompt
+
+    entry = {"objects": ["red circle", "red circle", "blue square"], "relations": [["above", 0, 2], ["above", 1, 2]],
+             "places": []}  # fmt: skip
+    layout = [
+        {"label": "red circle", "box": [0.05, 0.05, 0.3, 0.3]},
+        {"label": "red circle", "box": [0.6, 0.1, 0.85, 0.35]},
+        {"label": "blue square", "box": [0.3, 0.6, 0.6, 0.9]},
+    ]
+    assert score_prompt(entry, detect_shapes(render_layout(layout))) == {
+        "labels_right": True, "placement_right": True, "exact": True,
+    }  # fmt: skip
+    low = [dict(layout[0], box=[0.05, 0.65, 0.3, 0.9]), *layout[1:]]  # a circle below the square
+    assert score_prompt(entry, detect_shapes(render_layout(low)))["placement_right"] is False
+    assert score_prompt(entry, detect_shapes(render_layout(layout[:2])))["labels_right"] is False
+    placed = {"objects": ["red circle"], "relations": [], "places": [["left", 0]]}
+    assert score_prompt(placed, detect_shapes(render_layout(layout[:1])))["exact"]
+    assert not score_prompt(placed, detect_shapes(render_layout(layout[1:2])))["exact"]
+
+
+def test_prompt_evaluation_end_to_end_on_a_small_sample(tmp_path):
+    """A CI-sized run of the scorer on the shipped text default: 2 prompts per set, 2 seeds, 3 steps."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "prompts.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate_prompts.py"
+    args = ["--num-prompts", "2", "--seeds-per-prompt", "2", "--steps", "3", "--json", str(out)]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert done.returncode in (0, 3), done.stderr
+    result = json.loads(out.read_text())
+    assert result["num_prompts"] == {"handwritten": 2, "template": 2} and result["steps"] == 3
+    assert set(result["thresholds"]) == {"handwritten_exact", "template_exact"}
+    for name in ("handwritten", "template"):
+        assert 0 <= result["metrics"][f"{name}_exact"] <= result["metrics"][f"{name}_labels"] <= 1
+        assert result["details"][name]["images"] == 4
