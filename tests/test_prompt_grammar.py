@@ -124,3 +124,16 @@ def test_vocabulary_and_other_label_sets():
     assert set(LayoutPlanner(labels=list(LABELS)).vocabulary()) == {
         "colours", "shapes", "counts", "relations", "places", "fillers",
     }  # fmt: skip
+
+
+def test_the_shipped_text_model_states_its_native_size():
+    from ldm_hub import LDMPipeline
+
+    pipe = LDMPipeline.from_pretrained(default_model_path())
+    for kwargs in ({"prompt": "a red circle"}, {"layout": [{"label": "red circle", "box": [0, 0, 0.5, 0.5]}]}):
+        with pytest.raises(ValueError, match="native size 64x64 only .* got 128x96"):
+            pipe(**kwargs, height=96, width=128, num_inference_steps=1)
+    assert pipe("a red circle", height=64, width=64, num_inference_steps=1, output_type="np").images.shape[1:3] == (
+        64,
+        64,
+    )

@@ -56,6 +56,12 @@ class SemanticConditioner(Conditioner):
         n = num_images_per_prompt
         default = self.unet.config.sample_size * self.vae_scale_factor
         size = (default if width is None else width, default if height is None else height)
+        if size != (default, default):  # boxes are fractions of the image: elsewhere shapes come out off-size
+            raise ValueError(
+                f"this model draws captions and layouts at its native size {default}x{default} only (the size it "
+                f"was trained at), got {size[0]}x{size[1]}: leave height and width unset or pass {default}; a "
+                "`segmentation` map of another size is drawn at that size"
+            )
         if prompt is not None:
             expanded = [p for p in as_prompt_list(prompt) for _ in range(n)]
             if isinstance(generator, list) and len(generator) != len(expanded):
