@@ -285,7 +285,9 @@ def test_guidance_is_one_batched_unet_call_per_step(text_repo):
 
 
 # ---------------------------------------------------------------- no host sync anywhere in a call
-@pytest.mark.parametrize("scheduler_name", ["DDIMScheduler", "PLMSScheduler", "DPMSolverMultistepScheduler"])
+@pytest.mark.parametrize(
+    "scheduler_name", ["DDIMScheduler", "PLMSScheduler", "DPMSolverMultistepScheduler", "DDPMScheduler"]
+)
 def test_whole_call_runs_on_the_meta_device(text_repo, scheduler_name):
     """On the meta device tensors have no values: any .item(), bool(), int() or copy to the host raises. A call that
     completes there (text encoding, guided loop, scheduler updates) provably reads nothing back from the device."""
