@@ -251,6 +251,8 @@ class GenerationTask:
     drawn_as_map: bool = False
     # metrics (higher is better) without a published bar that ``--fail-under`` may still name
     other_barred: tuple[str, ...] = ()
+    # also scored on other data (photos, other kernels: ldm_hub.evaluation_superres) with ``data=``
+    other_data: bool = False
 
 
 # The tasks scored by generation (the names are the conditioning modes they exercise); ``autoencoder`` scores
@@ -267,6 +269,7 @@ GENERATION_TASKS = {
         "low_res", "image",
         lambda rows, out: score_superres([r["image"] for r in rows], [r["low_res"] for r in rows], out),
         {"psnr_gain_over_bicubic": 3.0, "shape_accuracy": 0.95}, guided=False, other_barred=("psnr",),
+        other_data=True,
     ),
 }  # fmt: skip
 TASKS = (*GENERATION_TASKS, "autoencoder")
@@ -357,8 +360,14 @@ def evaluate(
     save_images: str | None = None,
     progress: bool = True,
     fail_under: dict[str, float] | None = None,
+    data: str = "shapes",
+    degradation: str | None = None,
 ) -> dict:
     """Generate ``num_samples`` images for held-out shapes scenes and score them (see the module docstring).
+
+    ``data`` other than ``"shapes"`` (photos, an image folder, ``"shapes-variant"``) or a ``degradation`` scores
+    super-resolution by :func:`ldm_hub.evaluation_superres.evaluate_superres` (and the autoencoder's
+    reconstructions of photos by ``evaluate_autoencoder_photos``).
 
     Image ``i`` uses ``torch.Generator().manual_seed(seed + i)``, so results do not depend on ``batch_size``.
     Returns a JSON-ready dict: the settings, the metrics, and ``thresholds`` with a ``passed`` flag per bar;
@@ -375,6 +384,9 @@ def evaluate(
     if num_samples < 1 or batch_size < 1 or steps < 1:
         raise ValueError("num_samples, batch_size and steps must be >= 1")
     fail_under = check_bars(task, fail_under or {})
+    if data != "shapes" or degradation is not None:
+        return _evaluate_other_data(model, task, data, degradation, num_samples, seed, steps, batch_size, device,
+                                    save_images, progress, fail_under)  # fmt: skip
     held_out = make_shapes_dataset(num_samples, seed=data_seed)
     rows = [held_out[i] for i in range(num_samples)]
     start = time.perf_counter()
@@ -435,6 +447,22 @@ def evaluate(
     if fail_under:
         result["fail_under"] = check_thresholds(task, metrics, fail_under)
     return result
+
+
+def _evaluate_other_data(model, task, data, degradation, num_samples, seed, steps, batch_size, device, save_images,
+                         progress, fail_under) -> dict:  # fmt: skip
+    from . import evaluation_superres
+
+    takes_data = [name for name, t in GENERATION_TASKS.items() if t.other_data]
+    if task == "autoencoder" and degradation is None and data not in evaluation_superres.SHAPES_DATA:
+        return evaluation_superres.evaluate_autoencoder_photos(model, data, num_samples, device)
+    if task not in takes_data:
+        raise ValueError(f"data {data!r} / degradation {degradation!r}: other data is scored for {takes_data} "
+                         f"(and photos for the autoencoder), not for {task!r}")  # fmt: skip
+    return evaluation_superres.evaluate_superres(
+        model, data, degradation, num_samples=num_samples, seed=seed, steps=steps, batch_size=batch_size,
+        device=device, save_images=save_images, progress=progress, fail_under=fail_under,
+    )  # fmt: skip
 
 
 def write_json(result: dict, path: str) -> None:

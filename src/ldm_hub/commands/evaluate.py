@@ -25,6 +25,19 @@ def add_parser(sub) -> None:
         type=int,
         help="seed of the held-out scenes (default: a stream the training commands do not use)",
     )
+    ev.add_argument(
+        "--data",
+        default="shapes",
+        help="what to score (super-resolution; photos also for the autoencoder): 'shapes' (default), "
+        "'shapes-variant' (a generator variant never trained on), 'photos:test' / 'photos:validation' (the photo "
+        "manifest, ldm_hub.data.photos) or an image folder; photos follow the 128² → 32² tiled protocol",
+    )
+    ev.add_argument(
+        "--degradation",
+        metavar="KERNEL[,KERNEL...]",
+        help="how the low-res input is made: area, bicubic, bilinear, nearest, lanczos, blur+area, or 'kernels' "
+        "for all six (default: bicubic for shapes, all six for shapes-variant, area for photos)",
+    )
     ev.add_argument("--device", default="cpu", help="torch device (default cpu)")
     ev.add_argument("--save-images", metavar="DIR", help="also write every generated image here")
     ev.add_argument("--json", metavar="FILE", help="write the result as JSON")
@@ -92,11 +105,14 @@ def run(args) -> int:
             device=args.device,
             save_images=args.save_images,
             fail_under=bars,
+            data=args.data,
+            degradation=args.degradation,
         )
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:
         flags = {"num_inference_steps": "--steps", "guidance_scale": "--guidance-scale"}
         raise CommandError(name_flags(str(e), flags)) from e
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "metrics"} | {"metrics": _brief(result["metrics"])},
+                     indent=2))  # fmt: skip
     for name, check in result["thresholds"].items():
         verdict = "pass" if check["passed"] else "FAIL"
         print(f"{args.task} {name}: {check['value']:.4g} (bar {check['threshold']}) {verdict}")
@@ -115,3 +131,8 @@ def run(args) -> int:
     if missed:
         raise CommandError(f"{args.model} missed {len(missed)} bar(s): {'; '.join(missed)}", MISSED_BAR)
     return 0
+
+
+def _brief(metrics: dict) -> dict:
+    """The metrics without the per-photo lists (those go to --json)."""
+    return {k: _brief(v) if isinstance(v, dict) else v for k, v in metrics.items() if k != "per_photo"}

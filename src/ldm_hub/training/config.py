@@ -186,6 +186,13 @@ class LDMTrainingConfig(TrainingConfig):
     scale_by_std: bool = _f(False, "estimate s = 1/std(z) from the first batch (CompVis scale_by_std)")
     ema_decay: float = _f(0.9999, "EMA decay of the weights that are saved (0: no EMA)")
     ema_warmup: bool = _f(True, "use min(decay, (1+n)/(10+n)) at update n (CompVis LitEma)")
+    degradation: str = _f(
+        "bicubic",
+        "how the low-res input is made from the training image (a model that takes a low-res image): 'bicubic' "
+        "(the dataset's low_res column, else a bicubic resize: the shipped model's data), 'bsr' (blur, random "
+        "kernel, noise, JPEG, randomised per sample and seeded; ldm_hub.data.degradations), or one fixed kernel",
+        choices=("bicubic", "bsr", "area", "bilinear", "nearest", "lanczos", "blur+area"),
+    )
     cache_latents: bool = _f(False, "encode the whole dataset once (centre crop, no flip) and train on the cache")
     latent_cache_dir: str | None = _f(None, "where to keep the latent cache (default: OUTPUT/latent-cache)")
     sample_steps: int = _f(50, "DDIM steps of the sample grids")

@@ -1,8 +1,9 @@
 """Training data from Hugging Face ``datasets``: open, check, decode, transform, and iterate resumably.
 
-``open_dataset`` accepts the procedural ``shapes`` dataset, a Hub id, a ``save_to_disk`` folder or a folder of
-images (imagefolder), as a map-style ``Dataset`` or a streaming ``IterableDataset``. Rows are decoded here, not
-by ``datasets``, so that a bad row is reported by its number and column:
+``open_dataset`` (:mod:`.sources`) accepts the procedural ``shapes`` and ``photos`` datasets, a Hub id, a
+``save_to_disk`` folder or a folder of images (imagefolder), as a map-style ``Dataset`` or a streaming
+``IterableDataset``. Rows are decoded here, not by ``datasets``, so that a bad row is reported by its number and
+column:
 
 =====================  =========================================================================
 bad row                what happens (``skip_bad_rows=False`` / ``True``)
@@ -25,9 +26,8 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -35,62 +35,11 @@ import torch
 
 from ..conditioning.inputs import check_box
 from ..conditioning.layout_planner import layout_to_segmentation
-from .config import DataConfig
-
-SHAPES_DEFAULT_ROWS = 10_000
-# datasets writes one of these into a save_to_disk folder.
-_SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+from .sources import SHAPES_DEFAULT_ROWS, open_dataset  # noqa: F401  (re-exported)
 
 
 class BadRowError(ValueError):
     """A dataset row that cannot be used; the message names the row and the column."""
-
-
-# ---------------------------------------------------------------------------------------------- opening
-def _parse_shapes_spec(spec: str) -> tuple[int, int]:
-    parts = spec.split(":")
-    try:
-        rows = int(parts[1]) if len(parts) > 1 and parts[1] else SHAPES_DEFAULT_ROWS
-        seed = int(parts[2]) if len(parts) > 2 else 0
-    except ValueError:
-        raise ValueError(f"dataset {spec!r}: write 'shapes', 'shapes:ROWS' or 'shapes:ROWS:SEED'") from None
-    if len(parts) > 3 or rows < 1:
-        raise ValueError(f"dataset {spec!r}: write 'shapes', 'shapes:ROWS' or 'shapes:ROWS:SEED' with ROWS >= 1")
-    return rows, seed
-
-
-def open_dataset(config: DataConfig):
-    """The dataset named by ``config.dataset`` (map-style, or streaming when ``config.streaming``)."""
-    import datasets
-
-    spec = config.dataset
-    if spec == "shapes" or spec.startswith("shapes:"):
-        from ..data.shapes import make_shapes_dataset
-
-        rows, seed = _parse_shapes_spec(spec)
-        return make_shapes_dataset(rows, seed, streaming=config.streaming)
-    path = Path(spec)
-    try:
-        if path.is_dir() and any((path / marker).is_file() for marker in _SAVED_DATASET_MARKERS):
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                if config.split not in ds:
-                    raise ValueError(f"{path} has splits {list(ds)}, not {config.split!r} (--split)")
-                ds = ds[config.split]
-            return ds.to_iterable_dataset() if config.streaming else ds
-        if path.is_dir():
-            return datasets.load_dataset(
-                "imagefolder", data_dir=str(path), split=config.split, streaming=config.streaming
-            )
-        if path.suffix or spec.startswith((".", "/")):
-            raise ValueError(f"dataset folder not found: {spec}")
-        return datasets.load_dataset(spec, config.dataset_config_name, split=config.split, streaming=config.streaming)
-    except (FileNotFoundError, ConnectionError) as e:
-        raise ValueError(f"cannot open dataset {spec!r}: {e}") from None
-    except Exception as e:  # datasets raises DatasetNotFoundError, HfHubHTTPError, ...
-        if isinstance(e, ValueError):
-            raise
-        raise ValueError(f"cannot open dataset {spec!r}: {type(e).__name__}: {e}") from None
 
 
 def column_names(ds) -> list[str]:
@@ -270,7 +219,10 @@ class ImageTransform:
     Random crops and flips come from a generator seeded by (seed, epoch, row), never the global RNG, so they
     are the same after a resume and whatever the number of DataLoader workers. ``low_res_size`` adds the
     super-resolution input: the row's low-res image when the image needed no resize or crop, otherwise a
-    bicubic downsample of the cropped image. A segmentation map follows the image (nearest-neighbour).
+    bicubic downsample of the cropped image. With a ``degradation`` (:mod:`ldm_hub.data.degradations`, e.g. the
+    randomised BSR one) the low-res image is always that degradation of the cropped, flipped image, drawn from
+    its own generator seeded by (seed, epoch, row, 1), so the crops and flips stay those of ``degradation=None``.
+    A segmentation map follows the image (nearest-neighbour).
 
     Example:
         >>> import PIL.Image
@@ -284,6 +236,7 @@ class ImageTransform:
     random_flip: bool = False
     seed: int = 0
     low_res_size: int | None = None
+    degradation: Callable | None = None  # (image, low_res_size, rng) -> low-res image; None: bicubic as above
 
     def __call__(self, example: dict, epoch: int, index: int) -> dict:
         image = example["image"]
@@ -321,7 +274,10 @@ class ImageTransform:
         if segmentation is not None:
             out["segmentation"] = torch.from_numpy(np.asarray(segmentation).astype(np.int64))  # (H, W) class ids
         out["pixel_values"] = _to_tensor(image)  # (3, H, W)
-        if self.low_res_size is not None:
+        if self.low_res_size is not None and self.degradation is not None:
+            rng = np.random.default_rng([self.seed, epoch, index, 1])
+            out["low_res"] = _to_tensor(self.degradation(image, self.low_res_size, rng))  # (3, h, w)
+        elif self.low_res_size is not None:
             low = example.get("low_res") if untouched else None
             if low is None or low.size != (self.low_res_size, self.low_res_size):
                 low = image.resize((self.low_res_size, self.low_res_size), PIL.Image.Resampling.BICUBIC)

@@ -206,11 +206,27 @@ def _cache_key(config: LDMTrainingConfig, ds, vae) -> str:
             ]
         ).encode()
     )
+    if config.degradation != "bicubic":  # (the key of a bicubic run stays what it was before the option)
+        digest.update(f"degradation={config.degradation}".encode())
     digest.update(str(getattr(ds, "_fingerprint", "")).encode())
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
     return digest.hexdigest()[:16]
+
+
+def low_res_degradation(name: str, low_res_size: int | None):
+    """The :class:`ImageTransform` degradation for ``--degradation NAME``: None for 'bicubic' (the low_res column,
+    else PIL's bicubic resize, exactly as before the option existed)."""
+    from ..data.degradations import make_degradation
+
+    if name == "bicubic":
+        return None
+    if low_res_size is None:
+        raise ValueError(
+            f"--degradation {name} applies to a model that takes a low-res image (--conditioning superres)"
+        )
+    return make_degradation(name)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -293,7 +309,10 @@ def train_ldm(config: LDMTrainingConfig) -> Path:
         segmentation_categories=parts.segmentation_categories,
     )  # fmt: skip
     low_res_size = config.resolution // factor if "low_res" in columns else None
-    transform = ImageTransform(config.resolution, config.crop, config.random_flip, config.seed, low_res_size)
+    transform = ImageTransform(
+        config.resolution, config.crop, config.random_flip, config.seed, low_res_size,
+        degradation=low_res_degradation(config.degradation, low_res_size),
+    )  # fmt: skip
     stream = make_batch_stream(ds, reader, transform, config, accelerator)
     sample_inputs = _sample_inputs(stream, config)
 
